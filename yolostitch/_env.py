@@ -1,0 +1,31 @@
+"""Process set-up that must run before ultralytics is imported.
+
+At import, ultralytics writes a settings JSON into the user's config directory, can probe the network
+and sets ``OMP_NUM_THREADS=1``. yolostitch promises to touch no network and to write nothing outside
+the run directory, so it points ultralytics at a private temporary config directory (removed at exit),
+forces offline mode and gives back the thread setting the user had.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+
+def _import_ultralytics_quietly() -> None:
+    os.environ["YOLO_OFFLINE"] = "1"  # never probe the network, whatever the caller had
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # no settings banner on every import
+    if "YOLO_CONFIG_DIR" not in os.environ:
+        config_dir = tempfile.mkdtemp(prefix="yolostitch-ultralytics-")
+        os.environ["YOLO_CONFIG_DIR"] = config_dir
+        atexit.register(shutil.rmtree, config_dir, ignore_errors=True)
+    omp_threads = os.environ.get("OMP_NUM_THREADS")
+    import ultralytics.nn.modules  # noqa: F401  (the import is the point)
+
+    if omp_threads is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
+_import_ultralytics_quietly()

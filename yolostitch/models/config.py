@@ -1,0 +1,118 @@
+"""Model YAMLs in the stock YOLOv5 schema: finding, safe loading, validation and argument resolution."""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .registry import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# names a row's args may use for values of the model config; nothing else is ever evaluated
+CONFIG_NAMES = ("nc", "anchors", "kpt_shape")
+_LITERALS = {"None": None, "True": True, "False": False}
+_PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # e.g. 'nearest', a feature key
+
+
+def model_yaml_dirs() -> list[Path]:
+    """Where named model YAMLs are looked up: the source tree, then the installed copy."""
+    return [PROJECT_ROOT / "models" / "yaml", Path(sys.prefix) / "share" / "yolostitch" / "models" / "yaml"]
+
+
+def find_model_yaml(name: str | Path) -> Path:
+    """A path as given, else a file of that name (``.yaml`` optional) under :func:`model_yaml_dirs`."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    candidates = [path.name] if path.suffix in (".yaml", ".yml") else [f"{path.name}.yaml", path.name]
+    for folder in model_yaml_dirs():
+        for candidate in candidates:
+            if (folder / candidate).is_file():
+                return folder / candidate
+    known = sorted({p.name for d in model_yaml_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    raise FileNotFoundError(f"model config {str(name)!r} not found as a file nor among the built-in models: {known}")
+
+
+def load_model_config(cfg: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Return ``(config dict, source name)``; dicts are deep-copied, files read with ``yaml.safe_load``."""
+    if isinstance(cfg, dict):
+        config, source = copy.deepcopy(cfg), str(cfg.get("yaml_file", "<dict>"))
+    else:
+        path = find_model_yaml(cfg)
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        source = str(path)
+        if isinstance(config, dict):
+            config["yaml_file"] = path.name
+    validate_model_config(config, source)
+    return config, source
+
+
+def validate_model_config(config: Any, source: str) -> None:
+    """Check the schema's shape so later errors can assume it."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: a model config must be a mapping, got {type(config).__name__}")
+    if "backbone" not in config:
+        raise ConfigError(f"{source}: missing 'backbone' (a list of [from, number, module, args] rows)")
+    for key in ("depth_multiple", "width_multiple"):
+        value = config.get(key, 1.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{source}: {key} must be a positive number, got {value!r}")
+    nc = config.get("nc")
+    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
+        raise ConfigError(f"{source}: nc must be a positive integer, got {nc!r}")
+    for section in ("backbone", "head"):
+        rows = config.get(section) or []
+        if not isinstance(rows, list):
+            raise ConfigError(f"{source}: '{section}' must be a list of rows, got {type(rows).__name__}")
+        for j, row in enumerate(rows):
+            where = f"{source} {section}[{j}] {row!r}"
+            if not isinstance(row, list) or len(row) != 4:
+                raise ConfigError(f"{where}: a row is [from, number, module, args] (4 items)")
+            from_, number, module, args = row
+            if not (_is_int(from_) or (isinstance(from_, list) and from_ and all(_is_int(f) for f in from_))):
+                raise ConfigError(f"{where}: 'from' must be an int or a non-empty list of ints, got {from_!r}")
+            if not _is_int(number) or number < 1:
+                raise ConfigError(f"{where}: 'number' must be an int >= 1, got {number!r}")
+            if not isinstance(module, str):
+                raise ConfigError(f"{where}: 'module' must be a registered name (a string), got {module!r}")
+            if not isinstance(args, list):
+                raise ConfigError(f"{where}: 'args' must be a list, got {args!r}")
+
+
+def resolve_arg(value: Any, config: dict[str, Any], where: str) -> Any:
+    """Resolve one YAML argument without evaluating anything.
+
+    Allowed strings: a config name (``nc``, ``anchors``, ``kpt_shape``), ``None``/``True``/``False``,
+    a number, or a plain word (``nearest``, a feature key). Anything else is an error.
+    """
+    if isinstance(value, list):
+        return [resolve_arg(v, config, where) for v in value]
+    if not isinstance(value, str):
+        return value
+    if value in CONFIG_NAMES:
+        if value not in config:
+            raise ConfigError(f"{where}: argument {value!r} refers to a config key the YAML does not set")
+        return copy.deepcopy(config[value])
+    if value in _LITERALS:
+        return _LITERALS[value]
+    for number_type in (int, float):
+        try:
+            return number_type(value)
+        except ValueError:
+            pass
+    if _PLAIN_STRING.fullmatch(value):
+        return value
+    raise ConfigError(f"{where}: argument {value!r} is not allowed; strings may only be {list(CONFIG_NAMES)}, "
+                      "None/True/False, numbers or plain words (expressions are never evaluated)")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

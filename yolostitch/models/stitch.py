@@ -1,0 +1,90 @@
+"""StitchModel: the layer graph built from a model config, returning named task outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .builder import MODEL_INPUT, Layer, build_layers
+from .config import load_model_config
+
+
+class StitchModel(nn.Module):
+    """A YOLOv5-schema model. ``forward`` returns ``{task: head output}`` (e.g. ``{"det": ...}``).
+
+    The state-dict layout equals stock YOLOv5's (``model.{i}.…``), so stock weights load by name.
+    """
+
+    def __init__(self, config: dict[str, Any], source: str = "<dict>", in_channels: int = 3):
+        super().__init__()
+        self.yaml = config  # stock name: the config this model was built from
+        self.layers: list[Layer] = build_layers(config, source, in_channels)
+        self.model = nn.Sequential(*(layer.module for layer in self.layers))
+        self.heads = _head_names(self.layers)
+        self._keep = {s for layer in self.layers for s in layer.sources} | set(self.heads.values())
+        nc = config.get("nc")
+        self.names: dict[int, str] = {i: f"class{i}" for i in range(nc)} if isinstance(nc, int) else {}
+        _stock_init(self)
+
+    @property
+    def nc(self) -> int | None:
+        return self.yaml.get("nc")
+
+    @property
+    def stride(self) -> torch.Tensor:
+        """Strides of the first detection head's levels (stock ``model.stride``), else of the last layer."""
+        for index in self.heads.values():
+            if hasattr(self.model[index], "stride"):
+                return self.model[index].stride
+        last = [layer.shape for layer in self.layers if layer.shape is not None][-1]
+        return torch.tensor([float(last.stride)])
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        outputs: list[Any] = []
+        for layer in self.layers:
+            inputs = [x if s == MODEL_INPUT else outputs[s] for s in layer.sources]
+            y = layer.module(inputs[0] if layer.single else inputs)
+            outputs.append(y if layer.index in self._keep else None)
+        if not self.heads:  # a backbone-only model returns its last feature map
+            return {"features": y}
+        return {task: outputs[index] for task, index in self.heads.items()}
+
+    def info(self, imgsz: int = 640, verbose: bool = True) -> dict[str, Any]:
+        """Print the layer table and a stock-style summary line; return the figures."""
+        from .summary import model_summary
+
+        return model_summary(self, imgsz=imgsz, verbose=verbose)
+
+
+def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int | None = None) -> StitchModel:
+    """Build a model from a YAML path, a built-in model name (``yolov5s.yaml``) or a config dict.
+
+    ``nc`` and ``ch`` override the config's class count and input channels.
+    """
+    config, source = load_model_config(cfg)
+    if nc is not None and nc != config.get("nc"):
+        config["nc"] = int(nc)
+    in_channels = int(ch if ch is not None else config.get("ch", 3))
+    config["ch"] = in_channels
+    return StitchModel(config, source, in_channels)
+
+
+def _head_names(layers: list[Layer]) -> dict[str, int]:
+    heads: dict[str, int] = {}
+    for layer in layers:
+        task = getattr(layer.module, "task", None)
+        if task is not None:
+            heads[task if task not in heads else f"{task}@{layer.index}"] = layer.index
+    return heads
+
+
+def _stock_init(model: nn.Module) -> None:
+    """Stock YOLOv5's initialisation: BatchNorm eps/momentum and in-place activations."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-3, 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True

@@ -1,0 +1,124 @@
+"""Read stock YOLOv5 ``.pt`` files (whole pickled models) without running any of their code.
+
+Stock checkpoints pickle a whole ``models.yolo.Model``. We unpickle them with torch's own restricted
+``weights_only`` unpickler, in which the only classes that exist are inert stand-ins registered under the
+stock names: they record their pickled state and do nothing else. Any other global in the file (``os.system``,
+an unknown class) makes loading fail before it can be called. Weights, config, names and stride are then read
+off the stand-ins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# classes stock YOLOv5 checkpoints pickle (v5.0 .. v7.0, repo layout and the `yolov5` pip package)
+_STOCK_CLASSES = {
+    "models.yolo": ["Model", "DetectionModel", "SegmentationModel", "ClassificationModel", "Detect", "Segment"],
+    "models.common": ["Conv", "DWConv", "Bottleneck", "BottleneckCSP", "C3", "C3x", "C3TR", "C3SPP", "C3Ghost",
+                      "SPP", "SPPF", "Focus", "GhostConv", "GhostBottleneck", "Concat", "Contract", "Expand",
+                      "Proto", "Classify", "TransformerLayer", "TransformerBlock", "CrossConv"],
+    "models.experimental": ["CrossConv", "Sum", "MixConv2d", "Ensemble"],
+    "torch.nn.modules.activation": ["SiLU", "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Sigmoid", "Identity",
+                                    "MultiheadAttention"],
+    "torch.nn.modules.batchnorm": ["BatchNorm2d"],
+    "torch.nn.modules.container": ["Sequential", "ModuleList"],
+    "torch.nn.modules.conv": ["Conv2d", "ConvTranspose2d"],
+    "torch.nn.modules.linear": ["Linear", "Identity", "NonDynamicallyQuantizableLinear"],
+    "torch.nn.modules.pooling": ["MaxPool2d", "AdaptiveAvgPool2d"],
+    "torch.nn.modules.upsampling": ["Upsample"],
+    "torch.nn.modules.dropout": ["Dropout"],
+    "torch.nn.modules.flatten": ["Flatten"],
+}
+
+
+class StockObject:
+    """Inert stand-in for a pickled stock class: keeps the pickled state as attributes, runs nothing."""
+
+    stock_name = "?"
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__.update(state if isinstance(state, dict) else {"_state": state})
+
+    def __repr__(self) -> str:
+        return f"<stock {self.stock_name}>"
+
+
+def _stand_ins() -> list[Any]:
+    allowed: list[Any] = [set]
+    for module, names in _STOCK_CLASSES.items():
+        prefixes = [module, f"yolov5.{module}"] if module.startswith("models.") else [module]
+        for prefix in prefixes:
+            for name in names:
+                qualified = f"{prefix}.{name}"
+                allowed.append((type(name, (StockObject,), {"stock_name": qualified}), qualified))
+    return allowed
+
+
+@dataclass
+class StockCheckpoint:
+    config: dict[str, Any]  # the stock model's `yaml` dict
+    state_dict: dict[str, torch.Tensor]  # float32, stock key names
+    names: dict[int, str]
+    stride: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)  # epoch, date, ... as saved
+
+
+def load_pickle_safely(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` in which stock YOLOv5 classes unpickle to inert stand-ins."""
+    with torch.serialization.safe_globals(_stand_ins()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            detail = _unpickler_detail(str(e)) or f"{type(e).__name__}: {e}"
+            if "GLOBAL" in detail:
+                raise RuntimeError(
+                    f"{path}: refused to load: it references code outside the stock YOLOv5 model classes and "
+                    f"tensors, which could run on loading ({detail})") from None
+            raise RuntimeError(f"{path}: not a readable checkpoint ({detail})") from None
+
+
+def _unpickler_detail(message: str) -> str:
+    """The useful sentence of torch's weights_only error (its advice to disable the check is dropped)."""
+    paragraphs = [p.strip() for p in message.split("\n\n") if p.strip()]
+    keep = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
+    return " ".join(keep).replace("WeightsUnpickler error:", "").strip()
+
+
+def is_stock_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("ema") or obj.get("model"), StockObject)
+
+
+def read_stock_checkpoint(obj: dict[str, Any], path: str | Path = "<checkpoint>") -> StockCheckpoint:
+    """Extract weights and metadata from an unpickled stock checkpoint (EMA weights when present)."""
+    model = obj.get("ema") or obj.get("model")
+    config = getattr(model, "yaml", None)
+    if not isinstance(config, dict):
+        raise RuntimeError(f"{path}: stock model has no 'yaml' config dict; cannot rebuild its architecture")
+    state = {k: v.float() for k, v in module_state_dict(model).items()}
+    names = getattr(model, "names", None) or [f"class{i}" for i in range(int(config.get("nc", 0)))]
+    names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): v for k, v in names.items()}
+    stride = getattr(model, "stride", torch.tensor([8.0, 16.0, 32.0]))
+    meta = {k: v for k, v in obj.items() if k not in ("model", "ema", "optimizer") and _plain(v)}
+    return StockCheckpoint(dict(config), state, names, torch.as_tensor(stride).float(), meta)
+
+
+def module_state_dict(node: StockObject, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The state dict ``nn.Module.state_dict()`` would give, read off a tree of stand-ins."""
+    state: dict[str, torch.Tensor] = {}
+    skip = getattr(node, "_non_persistent_buffers_set", set())
+    for kind in ("_parameters", "_buffers"):
+        for name, tensor in (getattr(node, kind, None) or {}).items():
+            if tensor is not None and name not in skip:
+                state[prefix + name] = tensor.detach()
+    for name, child in (getattr(node, "_modules", None) or {}).items():
+        if child is not None:
+            state.update(module_state_dict(child, f"{prefix}{name}."))
+    return state
+
+
+def _plain(v: Any) -> bool:
+    return v is None or isinstance(v, (int, float, str, bool))
