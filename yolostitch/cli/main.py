@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import info
+from . import check_data, info
 
-COMMANDS = {"info": info}
+COMMANDS = {"info": info, "check-data": check_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,132 @@
+"""Augmentation keeps boxes, masks and keypoints consistent, whatever the pipeline draws (hypothesis)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from yolostitch.data.dataset import MultiTaskDataset, collate
+from yolostitch.data.labels import ImageLabels
+
+K = 4
+FLIP_IDX = [0, 3, 2, 1]  # 0 top, 1 right, 2 bottom, 3 left
+
+
+class InMemory(MultiTaskDataset):
+    """Images drawn from the labels' own shapes, without disk I/O."""
+
+    def load_image(self, index):
+        h0, w0 = self.labels[index].shape
+        r = self.imgsz / max(h0, w0)
+        h, w = round(h0 * r), round(w0 * r)
+        rng = np.random.default_rng(index)
+        return rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (h0, w0), (h, w)
+
+
+def instance(draw_, mask: bool, kpts: bool):
+    """A random convex polygon with its box and 4 extreme-point keypoints (normalised)."""
+    cx, cy = draw_(st.floats(0.15, 0.85)), draw_(st.floats(0.15, 0.85))
+    r = draw_(st.floats(0.03, 0.14))
+    angles = np.sort(np.array(draw_(st.lists(st.floats(0, 2 * np.pi), min_size=3, max_size=10))))
+    poly = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).clip(0, 1).astype(np.float32)
+    lo, hi = poly.min(0), poly.max(0)
+    box = np.concatenate([(lo + hi) / 2, np.maximum(hi - lo, 1e-3)]).astype(np.float32)
+    k = np.zeros((K, 3), np.float32)
+    if kpts:
+        extremes = [poly[poly[:, 1].argmin()], poly[poly[:, 0].argmax()], poly[poly[:, 1].argmax()],
+                    poly[poly[:, 0].argmin()]]
+        k[:, :2], k[:, 2] = extremes, 2
+    return poly if mask else np.zeros((0, 2), np.float32), box, k
+
+
+@st.composite
+def image_labels(draw_, index):
+    h, w = draw_(st.integers(40, 120)), draw_(st.integers(40, 120))
+    n = draw_(st.integers(0, 5))
+    parts = [instance(draw_, draw_(st.booleans()), draw_(st.booleans())) for _ in range(n)]
+    return ImageLabels(f"mem{index}", (h, w), np.array([draw_(st.integers(0, 2)) for _ in range(n)], np.int64),
+                       np.stack([p[1] for p in parts]) if n else np.zeros((0, 4), np.float32),
+                       [p[0] for p in parts], np.stack([p[2] for p in parts]) if n else np.zeros((0, K, 3), np.float32))
+
+
+hyps = st.fixed_dictionaries({
+    "mosaic": st.sampled_from([0.0, 1.0]), "mixup": st.sampled_from([0.0, 0.5]),
+    "copy_paste": st.sampled_from([0.0, 0.5]), "degrees": st.floats(0, 45), "translate": st.floats(0, 0.3),
+    "scale": st.floats(0, 0.6), "shear": st.floats(0, 10), "perspective": st.sampled_from([0.0, 0.0005]),
+    "fliplr": st.sampled_from([0.0, 0.5, 1.0]), "flipud": st.sampled_from([0.0, 0.5]),
+})
+
+
+def check_sample(s, imgsz):
+    _, h, w = s["img"].shape
+    assert (h, w) == (imgsz, imgsz)
+    boxes = s["bboxes"]
+    assert ((boxes[:, :2] - boxes[:, 2:] / 2) >= -1e-4).all() and ((boxes[:, :2] + boxes[:, 2:] / 2) <= 1 + 1e-4).all()
+    assert (boxes[:, 2:] > 0).all()
+    r = 4  # mask_ratio
+    for box, mask, real in zip(boxes, s["masks"], s["has_mask"]):
+        if not real:
+            assert mask.sum() == 0
+            continue
+        ys, xs = np.nonzero(mask.numpy())
+        if len(xs) == 0:
+            continue
+        x1, y1 = (box[0] - box[2] / 2) * w, (box[1] - box[3] / 2) * h
+        x2, y2 = (box[0] + box[2] / 2) * w, (box[1] + box[3] / 2) * h
+        tol = r + 1  # one mask cell plus rounding
+        assert xs.min() * r >= x1 - tol and (xs.max() + 1) * r <= x2 + tol
+        assert ys.min() * r >= y1 - tol and (ys.max() + 1) * r <= y2 + tol
+    kpts = s["keypoints"]
+    visible = kpts[..., 2] > 0
+    assert ((kpts[..., :2][visible] >= 0) & (kpts[..., :2][visible] <= 1)).all()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), hyp=hyps, seed=st.integers(0, 2 ** 16))
+def test_any_pipeline_keeps_masks_in_boxes_and_keypoints_in_image(data, hyp, seed):
+    labels = [data.draw(image_labels(i)) for i in range(4)]
+    random.seed(seed)
+    np.random.seed(seed)
+    ds = InMemory(labels, imgsz=96, augment=True, hyp=hyp, kpt_shape=[K, 3], flip_idx=FLIP_IDX, use_masks=True)
+    for i in range(len(ds)):
+        check_sample(ds[i], 96)
+
+
+def test_horizontal_flip_swaps_left_and_right_keypoints():
+    labels = [ImageLabels("m", (100, 100), np.array([0]), np.array([[0.3, 0.5, 0.2, 0.2]], np.float32), [],
+                          np.array([[[0.3, 0.4, 2], [0.4, 0.5, 2], [0.3, 0.6, 2], [0.2, 0.5, 2]]], np.float32))]
+    hyp = {"mosaic": 0.0, "fliplr": 1.0, "translate": 0.0, "scale": 0.0, "hsv_h": 0, "hsv_s": 0, "hsv_v": 0}
+    s = InMemory(labels, imgsz=100, augment=True, hyp=hyp, kpt_shape=[K, 3], flip_idx=FLIP_IDX)[0]
+    k = s["keypoints"][0]
+    assert k[1, 0] > k[3, 0]  # index 1 is still the right-most point after the mirror
+    assert s["bboxes"][0, 0] == pytest.approx(0.7, abs=0.01)
+
+
+def test_partial_labels_survive_mosaic():
+    """Box-only instances keep no mask and no keypoints through the pipeline; others keep theirs."""
+    poly = np.array([[0.4, 0.4], [0.6, 0.4], [0.6, 0.6], [0.4, 0.6]], np.float32)
+    full = ImageLabels("a", (80, 80), np.array([1]), np.array([[0.5, 0.5, 0.2, 0.2]], np.float32), [poly],
+                       np.array([[[0.5, 0.4, 2], [0.6, 0.5, 2], [0.5, 0.6, 2], [0.4, 0.5, 2]]], np.float32))
+    box_only = ImageLabels("b", (80, 80), np.array([2]), np.array([[0.5, 0.5, 0.3, 0.3]], np.float32), [],
+                           np.zeros((1, K, 3), np.float32))
+    random.seed(0)
+    ds = InMemory([full, box_only] * 2, imgsz=128, augment=True, kpt_shape=[K, 3], flip_idx=FLIP_IDX,
+                  hyp={"scale": 0.0, "translate": 0.0})
+    batch = collate([ds[i] for i in range(4)])
+    for c, real, mask, k in zip(batch["cls"], batch["has_mask"], batch["masks"], batch["keypoints"]):
+        assert bool(real) == (c == 1) == bool(mask.any()) == bool((k[:, 2] > 0).any())
+
+
+def test_validation_letterbox_and_rect_batches():
+    labels = [ImageLabels(f"m{i}", shape, np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+              for i, shape in enumerate([(480, 640), (640, 480), (400, 640), (500, 500)])]
+    square = InMemory(labels, imgsz=64)
+    assert all(square[i]["img"].shape == (3, 64, 64) for i in range(4))
+    rect = InMemory(labels, imgsz=64, rect=True, batch_size=2, stride=32)
+    shapes = [tuple(rect[i]["img"].shape[1:]) for i in range(4)]
+    assert shapes[0] == shapes[1] and shapes[0][0] < shapes[0][1]  # the two wide images share a wide shape
+    assert all(h % 32 == 0 and w % 32 == 0 for h, w in shapes)
+    assert torch.is_tensor(rect[0]["bboxes"])

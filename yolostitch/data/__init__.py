@@ -1,0 +1,1 @@
+"""Datasets: label formats, scanning, the built-in synthetic data, augmentation and loading."""

@@ -1,0 +1,178 @@
+"""One dataset for every task: per image, boxes, instance masks and keypoints, augmented together.
+
+A sample is a dict: ``img`` (3, H, W) uint8 RGB; per instance ``cls`` (n,), ``bboxes`` (n, 4) normalised
+cx cy w h, ``has_mask`` (n,); with masks ``masks`` (n, H/r, W/r) uint8; with keypoints ``keypoints``
+(n, K, 3) normalised x y and visibility; and ``im_file``, ``ori_shape``, ``ratio_pad`` (for mapping
+predictions back to the original image). :func:`collate` joins samples and adds ``batch_idx``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from ultralytics.utils.instance import Instances
+from ultralytics.utils.ops import resample_segments
+
+from .augment import train_transforms, val_transforms
+from .labels import ImageLabels
+
+LOGGER = logging.getLogger("yolostitch")
+SEGMENT_POINTS = 1000  # polygons are resampled to this many points so instances stack (ultralytics' choice)
+PER_INSTANCE = ("cls", "bboxes", "has_mask", "masks", "keypoints")
+
+
+class MultiTaskDataset(Dataset):
+    """Images and labels from a scan, letterboxed (validation) or augmented (training)."""
+
+    cache = "ram"  # tells ultralytics' Mosaic/MixUp to draw partner images from the whole dataset
+    use_obb = False
+
+    def __init__(self, labels: Sequence[ImageLabels], imgsz: int = 640, augment: bool = False,
+                 hyp: dict[str, float] | None = None, kpt_shape: Sequence[int] | None = None,
+                 flip_idx: Sequence[int] | None = None, mask_ratio: int = 4, use_masks: bool | None = None,
+                 rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5):
+        self.labels = list(labels)
+        self.imgsz, self.augment, self.mask_ratio = imgsz, augment, mask_ratio
+        self.kpt_shape = list(kpt_shape) if kpt_shape else None
+        self.flip_idx = list(flip_idx) if flip_idx else None
+        self.use_keypoints = self.kpt_shape is not None
+        self.use_masks = any(lab.has_mask.any() for lab in self.labels) if use_masks is None else use_masks
+        self.rect_shapes = self._rect_shapes(batch_size, stride, pad) if rect else None
+        self.transforms = train_transforms(self, imgsz, hyp) if augment else val_transforms(imgsz)
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.to_sample(self.transforms(self.get_image_and_label(index)))
+
+    # --- what ultralytics' transforms call ------------------------------------------------------------
+
+    def get_image_and_label(self, index: int) -> dict[str, Any]:
+        lab = self.labels[index]
+        img, (h0, w0), (h, w) = self.load_image(index)
+        if img is None:  # unreadable since the scan: a blank image with no instances, run goes on
+            img, lab = np.full((h, w, 3), 114, np.uint8), _without_instances(lab)
+        has_mask = lab.has_mask
+        segments = None
+        if self.use_masks:
+            outlines = [s if real else _box_outline(b) for s, real, b in zip(lab.segments, has_mask, lab.bboxes)]
+            segments = (np.stack(resample_segments(outlines, SEGMENT_POINTS)) if outlines
+                        else np.zeros((0, SEGMENT_POINTS, 2), np.float32))
+        keypoints = lab.keypoints.copy() if self.use_keypoints else None
+        label = {
+            "im_file": lab.im_file, "ori_shape": (h0, w0), "resized_shape": (h, w), "img": img,
+            "ratio_pad": (h / h0, w / w0),
+            "cls": np.stack([lab.cls, has_mask], 1).astype(np.float32).reshape(-1, 2),
+            "instances": Instances(lab.bboxes.copy(), segments, keypoints, bbox_format="xywh", normalized=True),
+        }
+        if self.rect_shapes is not None:
+            label["rect_shape"] = self.rect_shapes[index]
+        return label
+
+    def load_image(self, index: int) -> tuple[np.ndarray | None, tuple[int, int], tuple[int, int]]:
+        """BGR image resized so its long side is ``imgsz`` (stock YOLOv5's rounding and interpolation)."""
+        lab = self.labels[index]
+        h0, w0 = lab.shape
+        r = self.imgsz / max(h0, w0)
+        size = (math.ceil(h0 * r), math.ceil(w0 * r)) if r != 1 else (h0, w0)
+        img = cv2.imread(lab.im_file)
+        if img is None:
+            if lab.im_file not in self._warned:
+                self._warned.add(lab.im_file)
+                LOGGER.warning(f"{lab.im_file}: could not be read any more; used as an empty background")
+            return None, (h0, w0), size
+        h0, w0 = img.shape[:2]
+        if r != 1:
+            interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
+            img = cv2.resize(img, (size[1], size[0]), interpolation=interp)
+        return img, (h0, w0), img.shape[:2]
+
+    # --- sample formatting ---------------------------------------------------------------------------
+
+    def to_sample(self, labels: dict[str, Any]) -> dict[str, Any]:
+        img = labels["img"]
+        h, w = img.shape[:2]
+        instances: Instances = labels["instances"]
+        instances.convert_bbox(format="xyxy")
+        instances.denormalize(w, h)
+        cls = labels["cls"].reshape(-1, 2)
+        has_mask = cls[:, 1] > 0
+        sample = {
+            "img": torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))),
+            "cls": torch.from_numpy(cls[:, 0]).long(),
+            "has_mask": torch.from_numpy(has_mask),
+            "im_file": labels["im_file"], "ori_shape": labels["ori_shape"],
+            "ratio_pad": _ratio_pad(labels),
+        }
+        if self.use_masks:
+            sample["masks"] = torch.from_numpy(self._rasterise(instances.segments, has_mask, h, w))
+        instances.convert_bbox(format="xywh")
+        instances.normalize(w, h)
+        sample["bboxes"] = torch.from_numpy(instances.bboxes.astype(np.float32)).reshape(-1, 4)
+        if self.use_keypoints:
+            sample["keypoints"] = torch.from_numpy(instances.keypoints.astype(np.float32))
+        return sample
+
+    def _rasterise(self, segments: np.ndarray, has_mask: np.ndarray, h: int, w: int) -> np.ndarray:
+        """One (h/r, w/r) mask per instance, drawn with sub-pixel precision; zeros where no real polygon."""
+        r = self.mask_ratio
+        masks = np.zeros((len(has_mask), h // r, w // r), np.uint8)
+        shift = 4  # fixed-point fraction bits for cv2's sub-pixel drawing
+        for i in np.flatnonzero(has_mask):
+            points = np.round(segments[i] / r * (1 << shift) - (1 << (shift - 1))).astype(np.int32)
+            cv2.fillPoly(masks[i], [points], 1, lineType=cv2.LINE_8, shift=shift)
+        return masks
+
+    def _rect_shapes(self, batch_size: int, stride: int, pad: float) -> list[tuple[int, int]]:
+        """Stock rectangular batches: images sorted by aspect ratio, each batch letterboxed to one shape."""
+        aspect = np.array([lab.shape[0] / lab.shape[1] for lab in self.labels])
+        order = aspect.argsort()
+        self.labels = [self.labels[i] for i in order]
+        aspect = aspect[order]
+        shapes = []
+        for start in range(0, len(aspect), batch_size):
+            chunk = aspect[start:start + batch_size]
+            hw = [chunk.max(), 1] if chunk.max() < 1 else [1, 1 / chunk.min()] if chunk.min() > 1 else [1, 1]
+            shape = tuple(int(v) for v in np.ceil(np.array(hw) * self.imgsz / stride + pad).astype(int) * stride)
+            shapes += [shape] * len(chunk)
+        return shapes
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images, concatenate per-instance fields, and add ``batch_idx`` (the image of each instance)."""
+    batch: dict[str, Any] = {"img": torch.stack([s["img"] for s in samples])}
+    for key in PER_INSTANCE:
+        if key in samples[0]:
+            batch[key] = torch.cat([s[key] for s in samples])
+    batch["batch_idx"] = torch.cat([torch.full((len(s["cls"]),), i, dtype=torch.long) for i, s in enumerate(samples)])
+    for key in ("im_file", "ori_shape", "ratio_pad"):
+        batch[key] = [s[key] for s in samples]
+    return batch
+
+
+def _box_outline(box: np.ndarray) -> np.ndarray:
+    cx, cy, w, h = box
+    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float32)
+
+
+def _ratio_pad(labels: dict[str, Any]) -> Any:
+    """(gain, pad) from original to network image, as letterboxing reports it; None after mosaic/affine."""
+    ratio_pad = labels.get("ratio_pad")
+    if isinstance(ratio_pad, tuple) and len(ratio_pad) == 2 and isinstance(ratio_pad[0], tuple):
+        return ratio_pad
+    return None
+
+
+def _without_instances(lab: ImageLabels) -> ImageLabels:
+    from .labels import empty_labels
+
+    return empty_labels(lab.im_file, lab.shape, [lab.keypoints.shape[1], 3] if lab.keypoints is not None else None)

@@ -1,0 +1,1 @@
+"""Training, validation and their outputs (plots, metrics, checkpoints)."""
