@@ -28,6 +28,7 @@ setup(
         "numpy>=1.23",
         "pyyaml>=5.3",
         "safetensors>=0.4",
+        "pycocotools>=2.0.7",  # COCO JSON masks (RLE) now, COCO-style evaluation later
         "tqdm>=4.64",
     ],
     extras_require={

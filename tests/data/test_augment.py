@@ -130,3 +130,64 @@ def test_validation_letterbox_and_rect_batches():
     assert shapes[0] == shapes[1] and shapes[0][0] < shapes[0][1]  # the two wide images share a wide shape
     assert all(h % 32 == 0 and w % 32 == 0 for h, w in shapes)
     assert torch.is_tensor(rect[0]["bboxes"])
+
+
+def test_vectorised_perspective_equals_ultralytics():
+    from ultralytics.data.augment import RandomPerspective
+
+    from yolostitch.data.augment import Perspective
+
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-40, 140, (60, 1, 2))  # many polygons cross or leave a 100x80 image
+    segments = (centres + rng.normal(0, 25, (60, 50, 2))).astype(np.float32)
+    M = np.array([[0.9, 0.2, 5.0], [-0.1, 1.1, -3.0], [0.0005, 0.0002, 1.0]])
+    for cls in (Perspective, RandomPerspective):
+        boxes, segs = cls().apply_segments(segments.copy(), M, (100, 80))
+        if cls is Perspective:
+            ours = boxes, segs
+    np.testing.assert_allclose(ours[0], boxes, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ours[1], segs, rtol=1e-5, atol=1e-4)
+
+
+def test_resample_polygon_keeps_vertices_and_shape():
+    import cv2
+
+    from yolostitch.data.dataset import resample_polygon
+
+    square = np.array([[10, 10], [50, 10], [50, 20], [10, 20]], np.float32)
+    out = resample_polygon(square, 128)
+    assert out.shape == (128, 2)
+    assert all(any(np.allclose(v, p) for p in out) for v in square)  # every vertex kept
+    # points lie on the outline: filling them gives back the same area
+    assert cv2.contourArea(out) == pytest.approx(cv2.contourArea(square), rel=1e-4)
+    long_side = out[(out[:, 1] == 10)]
+    assert len(long_side) > 4 * len(out[(out[:, 0] == 50) & (out[:, 1] > 10) & (out[:, 1] < 20)])  # by length
+    many = np.random.default_rng(0).random((1000, 2)).astype(np.float32)
+    assert resample_polygon(many, 256).shape == (256, 2)
+
+
+def test_polygon_boxes_equal_ultralytics_segment2box():
+    from ultralytics.utils.ops import segment2box
+
+    from yolostitch.data.augment import polygon_boxes
+
+    rng = np.random.default_rng(1)
+    polygons = (rng.uniform(-60, 160, (300, 1, 2)) + rng.normal(0, 40, (300, 24, 2))).astype(np.float32)
+    polygons[:5] = [[[-10, -10], [110, -10], [110, 90], [-10, 90]] + [[-10, 90]] * 20]  # covers all corners
+    ours = polygon_boxes(polygons, 100, 80)
+    theirs = np.stack([segment2box(p, 100, 80) for p in polygons])
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)
+
+
+def test_image_cache_serves_copies_within_its_budget(tmp_path):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((20, 30, 3), 40 * i, np.uint8))
+    labels = [ImageLabels(str(tmp_path / f"{i}.png"), (20, 30), np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+              for i in range(3)]
+    ds = MultiTaskDataset(labels, imgsz=30, cache_images=True, cache_bytes=2 * 20 * 30 * 3)
+    assert sorted(ds._images) == [0, 1]  # the third does not fit
+    img, _, _ = ds.load_image(1)
+    img[:] = 255  # a transform writing into its input must not change the cache
+    assert (ds.load_image(1)[0] == 40).all() and (ds.load_image(2)[0] == 80).all()

@@ -74,3 +74,14 @@ def test_file_keeps_good_lines_and_reports_bad_and_duplicate_ones():
     assert [p.cls for p in lines] == [0, 1]
     assert [(p.file, p.reason.split(":")[0]) for p in problems] == [("a.txt", "line 3"), ("a.txt", "line 4")]
     assert "duplicate" in problems[1].reason
+
+
+def test_polygon_line_in_a_dataset_whose_pose_line_is_odd():
+    """kpt_shape [4, 3]: pose lines have 17 values, so a 23-value line could be multi-task or polygon."""
+    poly = np.array([[0.1, 0.1], [0.3, 0.12], [0.5, 0.1], [0.52, 0.3], [0.5, 0.5], [0.3, 0.52], [0.1, 0.5],
+                     [0.12, 0.3], [0.2, 0.2], [0.25, 0.15], [0.15, 0.25]])
+    p = parse_line("1 " + " ".join(f"{v:.2f}" for v in poly.ravel()), nc=2, kpt_shape=[4, 3])
+    assert p.polygon.shape == (11, 2) and (p.keypoints == 0).all()
+    kpts = "0.5 0.4 2 0.6 0.5 2 0.5 0.6 1 0.4 0.5 0"
+    multi = parse_line(f"1 0.5 0.5 0.2 0.2 {kpts} 0.4 0.4 0.6 0.4 0.6 0.6", nc=2, kpt_shape=[4, 3])
+    assert multi.polygon.shape == (3, 2) and multi.keypoints[2, 2] == 1

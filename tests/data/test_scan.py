@@ -98,3 +98,22 @@ def test_check_data_on_coco128(tmp_path, name, masks):
     s = check_data(data)
     assert (s["images"], s["backgrounds"], s["instances"], s["masks"]) == (128, 2, 929, masks)
     assert sorted(os.path.basename(p["file"]) for p in s["skipped"]) == ["000000000656.txt", "000000000659.txt"]
+
+
+def test_coco_json_split_through_check_data(tmp_path):
+    images = tmp_path / "images"
+    write_image(images / "a.jpg", 40, 60)
+    write_image(images / "b.jpg", 40, 60)
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "width": 60, "height": 40},
+                       {"id": 2, "file_name": "b.jpg", "width": 60, "height": 40},
+                       {"id": 3, "file_name": "gone.jpg", "width": 60, "height": 40}],
+            "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [6, 4, 12, 8], "iscrowd": 0,
+                             "segmentation": [[6, 4, 18, 4, 18, 12, 6, 12]]},
+                            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [30, 10, 10, 10], "iscrowd": 0}]}
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps(coco))
+    s = check_data({"path": str(tmp_path), "train": "annotations/train.json", "names": ["cat", "dog"]})
+    assert (s["images"], s["backgrounds"], s["instances"], s["masks"]) == (2, 1, 2, 1)
+    assert s["classes"] == {"cat": 1, "dog": 1}
+    assert any("gone.jpg" in p["file"] and "not found" in p["reason"] for p in s["skipped"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from ultralytics.data.augment import (Compose, CopyPaste, LetterBox, MixUp, Mosaic, RandomFlip, RandomHSV,
                                       RandomPerspective)
 
@@ -22,11 +23,86 @@ DEFAULT_AUGMENT: dict[str, float] = {
 }
 
 
+class Perspective(RandomPerspective):
+    """ultralytics' RandomPerspective with the polygon -> box step vectorised (:func:`polygon_boxes`).
+
+    ultralytics computes each polygon's exact box (of its part inside the image) in a Python loop; doing all
+    at once gives the same boxes (a test pins it) and takes the mask path's extra cost down by a third.
+    """
+
+    def apply_segments(self, segments: np.ndarray, M: np.ndarray, size: tuple[int, int]):
+        n, points = segments.shape[:2]
+        if n == 0:
+            return [], segments
+        xy = np.concatenate([segments.reshape(-1, 2), np.ones((n * points, 1), segments.dtype)], 1) @ M.T
+        segments = (xy[:, :2] / xy[:, 2:3]).reshape(n, points, 2).astype(np.float32)
+        boxes = polygon_boxes(segments, *size)
+        if not self.preserve_obb:
+            segments[..., 0] = segments[..., 0].clip(boxes[:, 0:1], boxes[:, 2:3])
+            segments[..., 1] = segments[..., 1].clip(boxes[:, 1:2], boxes[:, 3:4])
+        return boxes, segments
+
+
+def polygon_boxes(polygons: np.ndarray, width: float, height: float) -> np.ndarray:
+    """xyxy box of each closed polygon's part inside the image [0, width] x [0, height]; zeros if none.
+
+    The part's extreme points are among: the vertices inside the image, the points where edges cross the
+    image border, and the image corners the polygon covers. (n, P, 2) -> (n, 4).
+    """
+    lo, hi = polygons.min(1), polygons.max(1)
+    boxes = np.concatenate([lo, hi], 1)
+    inside = (lo >= 0).all(1) & (hi[:, 0] <= width) & (hi[:, 1] <= height)
+    outside = (hi[:, 0] < 0) | (hi[:, 1] < 0) | (lo[:, 0] > width) | (lo[:, 1] > height)
+    boxes[outside] = 0
+    crossing = ~inside & ~outside
+    if crossing.any():
+        boxes[crossing] = _clipped_boxes(polygons[crossing], width, height)
+    return boxes.astype(polygons.dtype)
+
+
+def _clipped_boxes(polygons: np.ndarray, width: float, height: float) -> np.ndarray:
+    n = len(polygons)
+    x, y = polygons[..., 0], polygons[..., 1]
+    inside = (x >= 0) & (y >= 0) & (x <= width) & (y <= height)
+    candidates_x, candidates_y, valid = [x], [y], [inside]
+    dx, dy = np.roll(x, -1, 1) - x, np.roll(y, -1, 1) - y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for border, along, delta, other, other_delta, limit, vertical in (
+                (0.0, x, dx, y, dy, height, True), (width, x, dx, y, dy, height, True),
+                (0.0, y, dy, x, dx, width, False), (height, y, dy, x, dx, width, False)):
+            t = (border - along) / delta
+            cross = other + t * other_delta
+            ok = (t >= 0) & (t <= 1) & (cross >= 0) & (cross <= limit)
+            candidates_x.append(np.full_like(x, border) if vertical else cross)
+            candidates_y.append(cross if vertical else np.full_like(y, border))
+            valid.append(ok)
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    covered = _covers(polygons, corners)  # (n, 4)
+    cx = np.concatenate(candidates_x + [np.broadcast_to(corners[:, 0], (n, 4))], 1)
+    cy = np.concatenate(candidates_y + [np.broadcast_to(corners[:, 1], (n, 4))], 1)
+    ok = np.concatenate(valid + [covered], 1)
+    boxes = np.stack([np.where(ok, cx, np.inf).min(1), np.where(ok, cy, np.inf).min(1),
+                      np.where(ok, cx, -np.inf).max(1), np.where(ok, cy, -np.inf).max(1)], 1)
+    boxes[~ok.any(1)] = 0
+    return boxes
+
+
+def _covers(polygons: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Even-odd rule: does each polygon (n, P, 2) contain each point (k, 2)? -> (n, k)."""
+    x1, y1 = polygons[..., 0][:, None], polygons[..., 1][:, None]  # (n, 1, P)
+    x2, y2 = np.roll(x1, -1, 2), np.roll(y1, -1, 2)
+    px, py = points[:, 0][None, :, None], points[:, 1][None, :, None]  # (1, k, 1)
+    straddles = (y1 > py) != (y2 > py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+    return ((straddles & (px < x_at)).sum(2) % 2) == 1
+
+
 def train_transforms(dataset: Any, imgsz: int, hyp: dict[str, float] | None = None) -> Compose:
     """Stock YOLOv5's training order: mosaic (+ copy-paste) -> affine -> mixup -> HSV -> flips."""
     h = {**DEFAULT_AUGMENT, **(hyp or {})}
-    affine = RandomPerspective(degrees=h["degrees"], translate=h["translate"], scale=h["scale"], shear=h["shear"],
-                               perspective=h["perspective"], size=(imgsz, imgsz))
+    affine = Perspective(degrees=h["degrees"], translate=h["translate"], scale=h["scale"], shear=h["shear"],
+                           perspective=h["perspective"], size=(imgsz, imgsz))
     steps = [Mosaic(dataset, imgsz=imgsz, p=h["mosaic"])]
     if dataset.use_masks and h["copy_paste"] > 0:
         steps.append(CopyPaste(dataset, p=h["copy_paste"], mode="flip"))

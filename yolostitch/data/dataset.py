@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any, Sequence
 
 import cv2
@@ -17,13 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from ultralytics.utils.instance import Instances
-from ultralytics.utils.ops import resample_segments
 
 from .augment import train_transforms, val_transforms
 from .labels import ImageLabels
 
 LOGGER = logging.getLogger("yolostitch")
-SEGMENT_POINTS = 1000  # polygons are resampled to this many points so instances stack (ultralytics' choice)
+SEGMENT_POINTS = 128  # polygons are resampled to this many points so instances stack; vertices are kept
+OUTLINE_CACHE_BYTES = 256 * 2**20  # per process: resampled polygons kept between epochs
 PER_INSTANCE = ("cls", "bboxes", "has_mask", "masks", "keypoints")
 
 
@@ -36,7 +37,8 @@ class MultiTaskDataset(Dataset):
     def __init__(self, labels: Sequence[ImageLabels], imgsz: int = 640, augment: bool = False,
                  hyp: dict[str, float] | None = None, kpt_shape: Sequence[int] | None = None,
                  flip_idx: Sequence[int] | None = None, mask_ratio: int = 4, use_masks: bool | None = None,
-                 rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5):
+                 rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5,
+                 cache_images: bool = False, cache_bytes: int = 2 * 2**30):
         self.labels = list(labels)
         self.imgsz, self.augment, self.mask_ratio = imgsz, augment, mask_ratio
         self.kpt_shape = list(kpt_shape) if kpt_shape else None
@@ -46,6 +48,14 @@ class MultiTaskDataset(Dataset):
         self.rect_shapes = self._rect_shapes(batch_size, stride, pad) if rect else None
         self.transforms = train_transforms(self, imgsz, hyp) if augment else val_transforms(imgsz)
         self._warned: set[str] = set()
+        self._outlines: dict[int, np.ndarray] = {}  # index -> resampled polygons (resampling is costly)
+        self._outline_bytes = 0
+        # stock's `--cache ram`: decoded, resized images, read up front (DataLoader workers forked later share
+        # them), as many as fit in cache_bytes; the rest are read from disk as usual
+        self._images: dict[int, np.ndarray] | None = {} if cache_images else None
+        self._image_bytes, self._cache_budget = 0, cache_bytes
+        if cache_images:
+            self._fill_image_cache()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,11 +71,7 @@ class MultiTaskDataset(Dataset):
         if img is None:  # unreadable since the scan: a blank image with no instances, run goes on
             img, lab = np.full((h, w, 3), 114, np.uint8), _without_instances(lab)
         has_mask = lab.has_mask
-        segments = None
-        if self.use_masks:
-            outlines = [s if real else _box_outline(b) for s, real, b in zip(lab.segments, has_mask, lab.bboxes)]
-            segments = (np.stack(resample_segments(outlines, SEGMENT_POINTS)) if outlines
-                        else np.zeros((0, SEGMENT_POINTS, 2), np.float32))
+        segments = self._outlines_of(index, lab) if self.use_masks else None
         keypoints = lab.keypoints.copy() if self.use_keypoints else None
         label = {
             "im_file": lab.im_file, "ori_shape": (h0, w0), "resized_shape": (h, w), "img": img,
@@ -77,10 +83,35 @@ class MultiTaskDataset(Dataset):
             label["rect_shape"] = self.rect_shapes[index]
         return label
 
+    def _outlines_of(self, index: int, lab: ImageLabels) -> np.ndarray:
+        """(N, SEGMENT_POINTS, 2) polygons; an instance without one gets its box outline (see augment.py)."""
+        cached = self._outlines.get(index)
+        if cached is not None and len(cached) == len(lab):
+            return cached.copy()
+        outlines = [s if len(s) >= 3 else _box_outline(b) for s, b in zip(lab.segments, lab.bboxes)]
+        segments = (np.stack([resample_polygon(p, SEGMENT_POINTS) for p in outlines]) if outlines
+                    else np.zeros((0, SEGMENT_POINTS, 2), np.float32))
+        if self._outline_bytes + segments.nbytes <= OUTLINE_CACHE_BYTES:
+            self._outlines[index] = segments
+            self._outline_bytes += segments.nbytes
+            return segments.copy()
+        return segments
+
+    def _fill_image_cache(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for _ in pool.map(self.load_image, range(len(self))):  # load_image stores what fits
+                if self._image_bytes >= self._cache_budget:
+                    break
+
     def load_image(self, index: int) -> tuple[np.ndarray | None, tuple[int, int], tuple[int, int]]:
         """BGR image resized so its long side is ``imgsz`` (stock YOLOv5's rounding and interpolation)."""
         lab = self.labels[index]
         h0, w0 = lab.shape
+        if self._images is not None and index in self._images:
+            img = self._images[index].copy()  # some transforms (HSV, copy-paste) write into their input
+            return img, (h0, w0), img.shape[:2]
         r = self.imgsz / max(h0, w0)
         size = (math.ceil(h0 * r), math.ceil(w0 * r)) if r != 1 else (h0, w0)
         img = cv2.imread(lab.im_file)
@@ -93,6 +124,9 @@ class MultiTaskDataset(Dataset):
         if r != 1:
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
             img = cv2.resize(img, (size[1], size[0]), interpolation=interp)
+        if self._images is not None and self._image_bytes + img.nbytes <= self._cache_budget:
+            self._images[index] = img.copy()
+            self._image_bytes += img.nbytes
         return img, (h0, w0), img.shape[:2]
 
     # --- sample formatting ---------------------------------------------------------------------------
@@ -146,6 +180,11 @@ class MultiTaskDataset(Dataset):
         return shapes
 
 
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers: OpenCV single-threaded (its thread pool fights the worker processes for cores)."""
+    cv2.setNumThreads(0)
+
+
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack images, concatenate per-instance fields, and add ``batch_idx`` (the image of each instance)."""
     batch: dict[str, Any] = {"img": torch.stack([s["img"] for s in samples])}
@@ -156,6 +195,26 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("im_file", "ori_shape", "ratio_pad"):
         batch[key] = [s[key] for s in samples]
     return batch
+
+
+def resample_polygon(polygon: np.ndarray, n: int) -> np.ndarray:
+    """``n`` points tracing the closed polygon: all its vertices, extra points spread along edges by length.
+
+    Keeping the vertices keeps the labelled shape exactly (sampling by arc length or vertex index cuts
+    corners); a polygon with more than ``n`` vertices keeps ``n`` of them, evenly spaced by index.
+    """
+    m = len(polygon)
+    if m >= n:
+        return polygon[np.linspace(0, m, n, endpoint=False).astype(int)].astype(np.float32)
+    closed = np.concatenate([polygon, polygon[:1]]).astype(np.float64)
+    lengths = np.linalg.norm(np.diff(closed, axis=0), axis=1)
+    share = lengths / lengths.sum() * (n - m) if lengths.sum() > 0 else np.full(m, (n - m) / m)
+    extra = np.floor(share).astype(int)
+    extra[np.argsort(extra - share)[: n - m - extra.sum()]] += 1  # largest remainders get the rest
+    per_edge = extra + 1  # the edge's start vertex plus its extra points
+    edge = np.repeat(np.arange(m), per_edge)
+    t = (np.arange(n) - np.repeat(np.cumsum(per_edge) - per_edge, per_edge)) / np.repeat(per_edge, per_edge)
+    return (closed[edge] + (closed[edge + 1] - closed[edge]) * t[:, None]).astype(np.float32)
 
 
 def _box_outline(box: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ odd, >= 7          ``cls x1 y1 x2 y2 x3 y3 ...``                polygon (box = i
 =================  ==========================================  =============================
 
 The last is the **multi-task line** (M >= 3 polygon points). Without ``kpt_shape`` only the first and third
-forms exist. Where a polygon line has exactly 5 + K*D values it reads as a pose line; write such a polygon as
-a multi-task line with all keypoint values 0. An instance whose keypoints all have visibility 0 carries no
+forms exist. With it, counts can coincide: a polygon line of exactly 5 + K*D values reads as a pose line, and
+when 5 + K*D is odd (``[K, 2]``, or K*D even) a longer polygon line has a multi-task line's count; it is then
+read as multi-task, and as a polygon only if that reading is invalid (e.g. visibilities not 0/1/2). In such
+datasets write polygon-only instances as multi-task lines with all keypoint values 0. An instance whose keypoints all have visibility 0 carries no
 keypoints (no keypoint loss); an instance without a polygon carries no mask. That is how partial labels work.
 """
 
@@ -100,8 +102,23 @@ def parse_line(line: str, nc: int | None, kpt_shape: Sequence[int] | None) -> Pa
     n = len(values)
     k, d = (int(kpt_shape[0]), int(kpt_shape[1])) if kpt_shape else (0, 0)
     pose_len = 5 + k * d
+    if kpt_shape and n > pose_len and n % 2 == 1 and (n - pose_len) % 2 == 0:  # multi-task or polygon?
+        try:
+            return _parse_values(values, nc, kpt_shape, as_polygon=False)
+        except LineError:
+            return _parse_values(values, nc, kpt_shape, as_polygon=True)
+    return _parse_values(values, nc, kpt_shape, as_polygon=False)
+
+
+def _parse_values(values: np.ndarray, nc: int | None, kpt_shape: Sequence[int] | None,
+                  as_polygon: bool) -> ParsedLine:
+    cls, n = values[0], len(values)
+    k, d = (int(kpt_shape[0]), int(kpt_shape[1])) if kpt_shape else (0, 0)
+    pose_len = 5 + k * d
     box, keypoints, polygon = None, None, np.zeros((0, 2))
-    if n == 5:
+    if as_polygon:
+        polygon = values[1:].reshape(-1, 2)
+    elif n == 5:
         box = values[1:5]
     elif kpt_shape and n == pose_len:
         box, keypoints = values[1:5], values[5:pose_len]
