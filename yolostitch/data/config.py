@@ -2,8 +2,8 @@
 
 Keys: ``path`` (dataset root), ``train``/``val``/``test`` (each a folder of images, a ``.txt`` list of image
 paths, a COCO ``.json`` file, or a list of these; relative to ``path``), ``names`` (list or dict), ``nc``,
-``kpt_shape`` ([K, 2|3]) and ``flip_idx``. A relative ``path`` is looked up beside the YAML, then in the
-current directory, then in the project root (stock YOLOv5's rule).
+``kpt_shape`` ([K, 2|3]) and ``flip_idx``. A relative ``path`` is looked up beside the YAML (from the project root for the built-in
+YAMLs in ``data/``, as stock YOLOv5 does), then in the current directory, then in the project root.
 
 A ``generator`` key makes a built-in synthetic dataset: it is generated on first use (deterministically) into
 ``$YOLOSTITCH_DATASETS`` (default ``~/.cache/yolostitch/datasets``) unless ``path`` is absolute.
@@ -74,7 +74,9 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
             raise DataConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise DataConfigError(f"{path}: a data config must be a mapping")
-        source, base = str(path), path.parent
+        # built-in YAMLs use stock's convention: relative paths start at the project root
+        source = str(path)
+        base = PROJECT_ROOT if path.resolve().parent in [d.resolve() for d in data_yaml_dirs()] else path.parent
     names = _names(raw, source)
     kpt_shape = _kpt_shape(raw, source)
     flip_idx = raw.get("flip_idx")

@@ -98,20 +98,32 @@ class MultiTaskDataset(Dataset):
         return segments
 
     def _fill_image_cache(self) -> None:
+        """Decode in threads, store in index order from this thread until the budget is used."""
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            for _ in pool.map(self.load_image, range(len(self))):  # load_image stores what fits
-                if self._image_bytes >= self._cache_budget:
+            for index, (img, _, _) in enumerate(pool.map(self._read_image, range(len(self)))):
+                if img is None:
+                    continue
+                if self._image_bytes + img.nbytes > self._cache_budget:
                     break
+                self._images[index] = img
+                self._image_bytes += img.nbytes
 
     def load_image(self, index: int) -> tuple[np.ndarray | None, tuple[int, int], tuple[int, int]]:
         """BGR image resized so its long side is ``imgsz`` (stock YOLOv5's rounding and interpolation)."""
-        lab = self.labels[index]
-        h0, w0 = lab.shape
         if self._images is not None and index in self._images:
             img = self._images[index].copy()  # some transforms (HSV, copy-paste) write into their input
-            return img, (h0, w0), img.shape[:2]
+            return img, self.labels[index].shape, img.shape[:2]
+        img, shape0, size = self._read_image(index)
+        if img is not None and self._images is not None and self._image_bytes + img.nbytes <= self._cache_budget:
+            self._images[index] = img.copy()
+            self._image_bytes += img.nbytes
+        return img, shape0, size
+
+    def _read_image(self, index: int) -> tuple[np.ndarray | None, tuple[int, int], tuple[int, int]]:
+        lab = self.labels[index]
+        h0, w0 = lab.shape
         r = self.imgsz / max(h0, w0)
         size = (math.ceil(h0 * r), math.ceil(w0 * r)) if r != 1 else (h0, w0)
         img = cv2.imread(lab.im_file)
@@ -124,9 +136,6 @@ class MultiTaskDataset(Dataset):
         if r != 1:
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
             img = cv2.resize(img, (size[1], size[0]), interpolation=interp)
-        if self._images is not None and self._image_bytes + img.nbytes <= self._cache_budget:
-            self._images[index] = img.copy()
-            self._image_bytes += img.nbytes
         return img, (h0, w0), img.shape[:2]
 
     # --- sample formatting ---------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""val.py: the stock reproduction on coco128, the pycocotools cross-check, and the CLI's outputs."""
+
+import contextlib
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from yolostitch import build_model
+from yolostitch.cli import main
+from yolostitch.data.scan import scan_split
+from yolostitch.engine.validator import run_val
+from yolostitch.weights import save_checkpoint
+
+COCO128 = SHARED / "datasets" / "coco128"
+
+
+def coco_gt(labels):
+    from pycocotools.coco import COCO
+
+    images, anns = [], []
+    for lab in labels:
+        h, w = lab.shape
+        image_id = int(__import__("pathlib").Path(lab.im_file).stem)
+        images.append({"id": image_id, "width": w, "height": h})
+        for c, (cx, cy, bw, bh) in zip(lab.cls.tolist(), lab.bboxes.tolist()):
+            box = [(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w, bh * h]
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": c, "bbox": box,
+                         "area": box[2] * box[3], "iscrowd": 0})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": i} for i in range(80)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def test_yolov5n_on_coco128_reproduces_stock_and_pycocotools(shared_weights, tmp_path):
+    """Stock v7.0 val.py (CPU, imgsz 640, batch 16): 929 instances, mAP50 0.5499, mAP50-95 0.3510."""
+    from pycocotools.cocoeval import COCOeval
+
+    data = {"path": str(COCO128), "val": "images/train2017", "nc": 80}
+    m = run_val(shared_weights / "yolov5n.pt", data, imgsz=640, batch_size=16, workers=2, save_json=True,
+                project=tmp_path, verbose=False)
+    assert (m["images"], m["instances"]) == (128, 929)
+    assert abs(m["box_map50"] - 0.5499) <= 0.003 and abs(m["box_map"] - 0.3510) <= 0.003
+    gt = coco_gt(scan_split([COCO128 / "images" / "train2017"], 80).labels)
+    with contextlib.redirect_stdout(io.StringIO()):
+        e = COCOeval(gt, gt.loadRes(str(tmp_path / "exp" / "predictions.json")), "bbox")
+        e.evaluate(), e.accumulate(), e.summarize()
+    assert abs(m["box_map50_coco"] - e.stats[1]) <= 0.002 and abs(m["box_map_coco"] - e.stats[0]) <= 0.002
+
+
+@pytest.fixture()
+def tiny_data(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "images" / split / f"{i}.jpg"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+            (tmp_path / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.3 0.3\n1 0.2 0.3 0.2 0.2\n")
+    data = tmp_path / "tiny.yaml"
+    data.write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    return data
+
+
+def test_val_cli_writes_metrics_json(tiny_data, tmp_path, capsys):
+    weights = save_checkpoint(tmp_path / "w.pt", build_model("yolov5n.yaml", nc=2))
+    assert main(["val", "--weights", str(weights), "--data", str(tiny_data), "--imgsz", "64", "--batch-size", "2",
+                 "--project", str(tmp_path / "runs"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "all" in out and "Speed:" in out and "Results saved to" in out
+    metrics = json.loads((tmp_path / "runs" / "exp" / "metrics.json").read_text())
+    assert {"box_map50", "box_map", "box_precision", "box_recall", "speed_ms_per_image"} <= set(metrics)
+    assert metrics["images"] == 3 and metrics["instances"] == 6 and 0 <= metrics["box_map"] <= 1
+
+
+def test_val_names_a_class_count_mismatch(tiny_data, tmp_path, capsys):
+    weights = save_checkpoint(tmp_path / "w.pt", build_model("yolov5n.yaml", nc=3))
+    assert main(["val", "--weights", str(weights), "--data", str(tiny_data), "--imgsz", "64",
+                 "--project", str(tmp_path / "runs")]) == 2
+    assert "predicts 3 classes but" in capsys.readouterr().err

@@ -1,0 +1,30 @@
+"""``yolostitch val`` / ``val.py``: box P, R, mAP50, mAP50-95 of weights on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="a yolostitch checkpoint or a stock YOLOv5 .pt")
+    p.add_argument("--data", default="shapes.yaml", help="data YAML")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--conf-thres", type=float, default=0.001)
+    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--task", default="val", choices=["train", "val", "test"])
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--save-json", action="store_true", help="also write COCO-format predictions.json")
+    p.add_argument("--project", default="runs/val")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.validator import run_val
+
+    run_val(args.weights, args.data, args.imgsz, args.batch_size, args.conf_thres, args.iou_thres, args.max_det,
+            args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok)
+    return 0
