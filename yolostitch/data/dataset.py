@@ -190,8 +190,10 @@ class MultiTaskDataset(Dataset):
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader workers: OpenCV single-threaded (its thread pool fights the worker processes for cores)."""
+    """DataLoader workers: OpenCV single-threaded (its thread pool fights the worker processes for cores), and
+    numpy seeded from the worker's torch seed (DataLoader seeds torch and ``random`` only; transforms use all)."""
     cv2.setNumThreads(0)
+    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

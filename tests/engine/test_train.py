@@ -1,0 +1,108 @@
+"""Training: a short run end to end, frozen layers stay fixed, a SIGKILLed run resumes, weights transfer."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolostitch import load_model
+from yolostitch.data.shapes import generate_shapes
+from yolostitch.engine.trainer import TrainOptions, _build, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory):
+    root = generate_shapes(tmp_path_factory.mktemp("shapes"), n_train=8, n_val=4, imgsz=64)
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
+                    "names: [circle, triangle, square, star, hexagon]\nkpt_shape: [5, 3]\nflip_idx: [0, 3, 2, 1, 4]\n")
+    return data
+
+
+def options(data, tmp_path, **kw):
+    return TrainOptions(**{"cfg": "yolov5n.yaml", "data": str(data), "epochs": 2, "batch_size": 4, "imgsz": 64,
+                           "workers": 0, "project": str(tmp_path / "runs"), **kw})
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_short_run_writes_everything(tiny_shapes, tmp_path):
+    summary = train(options(tiny_shapes, tmp_path))
+    run = Path(summary["save_dir"])
+    rows = read_csv(run / "results.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert {"train/box", "train/obj", "train/cls", "metrics/box_map50", "metrics/box_map"} <= set(rows[0])
+    assert all(torch.isfinite(torch.tensor(float(r["train/box"]))) for r in rows)
+    for name in ("results.png", "train_batch0.jpg", "metrics.json", "opt.yaml", "hyp.yaml", "weights/last.pt"):
+        assert (run / name).is_file(), name
+    raw = torch.load(run / "weights" / "last.pt", weights_only=True)  # plain tensors and types only
+    assert raw["epoch"] == 1 and "optimizer" in raw["train_state"]
+    model = load_model(run / "weights" / "last.pt")
+    assert model.names[0] == "circle" and model.nc == 5
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_frozen_layers_keep_weights_and_batchnorm_statistics(tiny_shapes, tmp_path):
+    torch.manual_seed(0)
+    start = _build(options(tiny_shapes, tmp_path), __import__("yolostitch").data.config.load_data_config(tiny_shapes), None)
+    init = tmp_path / "init.pt"
+    from yolostitch.weights import save_checkpoint
+    save_checkpoint(init, start)
+    summary = train(options(tiny_shapes, tmp_path, weights=str(init), freeze=list(range(10)), epochs=1))
+    ckpt = torch.load(Path(summary["save_dir"]) / "weights" / "last.pt", weights_only=True)
+    trained = ckpt["train_state"]["model"]
+    before = start.state_dict()
+    frozen = [k for k in before if int(k.split(".")[1]) < 10]
+    assert any("running_mean" in k for k in frozen)
+    for k in frozen:
+        if "num_batches_tracked" not in k:
+            assert torch.equal(trained[k], before[k]), k
+    assert not all(torch.equal(trained[k], before[k]) for k in before if k not in frozen and "weight" in k)
+
+
+def test_sigkilled_run_resumes_to_the_end(tiny_shapes, tmp_path):
+    project = tmp_path / "runs"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--cfg", "yolov5n.yaml", "--data", str(tiny_shapes), "--epochs", "3",
+           "--batch-size", "4", "--imgsz", "64", "--workers", "0", "--project", str(project)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    last = project / "exp" / "weights" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert last.exists(), "no checkpoint appeared"
+    time.sleep(0.3)  # into the next epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    epoch_at_kill = torch.load(last, weights_only=True)["epoch"]
+    assert epoch_at_kill < 2, "the run finished before it could be killed"
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(last)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"resuming {last} from epoch {epoch_at_kill + 2}/3" in out.stdout
+    rows = read_csv(project / "exp" / "results.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    final = torch.load(last, weights_only=True)
+    assert final["epoch"] == 2
+    metrics = json.loads((project / "exp" / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and 0 <= metrics["box_map"] <= 1
+
+
+def test_stock_weights_transfer_except_the_class_dependent_head(shared_weights, tiny_shapes, tmp_path, capsys):
+    model = _build(options(tiny_shapes, tmp_path, weights=str(shared_weights / "yolov5n.pt")),
+                   __import__("yolostitch").data.config.load_data_config(tiny_shapes), None)
+    out = capsys.readouterr().out
+    assert "transferred 342/349 tensors" in out  # all but Detect's 3 convs x (weight, bias) and anchors
+    stock = load_model(shared_weights / "yolov5n.pt")
+    assert torch.equal(model.model[0].conv.weight, stock.model[0].conv.weight)

@@ -1,0 +1,41 @@
+"""``yolostitch train`` / ``train.py``: train a model YAML on a dataset (stock YOLOv5 flags)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cfg", default="yolov5s.yaml", help="model YAML: a path or a built-in name")
+    p.add_argument("--data", default="shapes.yaml", help="data YAML (default: the built-in synthetic data)")
+    p.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameter YAML")
+    p.add_argument("--weights", default="", help="initial weights: a yolostitch or stock YOLOv5 .pt")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--project", default="runs/train")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--resume", nargs="?", const="last", default="",
+                   help="resume the newest run under --project, or the given last.pt")
+    p.add_argument("--freeze", nargs="+", type=int, default=[],
+                   help="freeze layers: N = the first N (e.g. 10: the backbone), or a list of indices")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--optimizer", default="SGD", choices=["SGD", "Adam", "AdamW"])
+    p.add_argument("--cos-lr", action="store_true")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
+    p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
+    p.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
+    p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.trainer import TrainOptions, train
+
+    freeze = list(range(args.freeze[0])) if len(args.freeze) == 1 else args.freeze
+    options = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
+    train(TrainOptions(**{**options, "freeze": freeze}))
+    return 0

@@ -1,0 +1,359 @@
+"""Training in stock YOLOv5's recipe: SGD/Adam(W) in three parameter groups, warmup, nbs=64 gradient
+accumulation, EMA, AMP on CUDA, gradient clipping; a checkpoint after every epoch, written atomically, from
+which ``--resume`` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from ultralytics.utils.torch_utils import ModelEMA
+
+from ..data.config import data_yaml_dirs, load_data_config
+from ..data.dataset import MultiTaskDataset, collate, worker_init
+from ..data.scan import scan_split
+from ..losses import ComputeLoss
+from ..models import build_model
+from ..weights import atomic_save, load_pickle_safely
+from ..weights.checkpoint import FORMAT, FORMAT_VERSION, is_own_checkpoint
+from ..weights.stock import is_stock_checkpoint, read_stock_checkpoint
+from .plots import draw_batch
+from .runs import increment_path, select_device
+from .validator import evaluate, val_loader
+
+NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
+REQUIRED_HYP = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
+                "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
+
+
+@dataclass
+class TrainOptions:
+    cfg: str = "yolov5s.yaml"
+    data: str = "shapes.yaml"
+    hyp: str = "hyp.scratch-low.yaml"
+    weights: str = ""
+    epochs: int = 100
+    batch_size: int = 16
+    imgsz: int = 640
+    device: str = ""
+    workers: int = 8
+    project: str = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: str = ""  # "" (no), "last" (newest run under project), or a last.pt path
+    freeze: list[int] = field(default_factory=list)  # layer indices kept fixed (weights and BN statistics)
+    seed: int = 0
+    optimizer: str = "SGD"
+    cos_lr: bool = False
+    label_smoothing: float = 0.0
+    patience: int = 100
+    noval: bool = False
+    nosave: bool = False
+    cache: bool = False
+
+
+def load_hyp(hyp: str | Path) -> dict[str, Any]:
+    """A hyperparameter YAML: a path, or a name under data/hyps (``hyp.scratch-low.yaml``)."""
+    candidates = [Path(hyp)] + [d / "hyps" / Path(hyp).name for d in data_yaml_dirs()]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"--hyp {hyp}: not found as a file nor in {data_yaml_dirs()[0] / 'hyps'}")
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    missing = [k for k in REQUIRED_HYP if k not in values]
+    if missing:
+        raise ValueError(f"{path}: missing hyperparameters {missing}")
+    return values
+
+
+def train(opt: TrainOptions) -> dict[str, Any]:
+    """Run a training; return the final metrics. Writes weights/{last,best}.pt, results.csv, metrics.json."""
+    ckpt = None
+    if opt.resume:
+        ckpt, opt = _resume_state(opt)
+    save_dir = Path(ckpt["save_dir"]) if ckpt else increment_path(Path(opt.project) / opt.name, opt.exist_ok)
+    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+    _seed_everything(opt.seed)
+    device = select_device(opt.device)
+    hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
+    data = load_data_config(opt.data)
+    model = _build(opt, data, ckpt).to(device)
+    model.names, model.hyp = dict(data.names), hyp
+    frozen = _freeze(model, opt.freeze)
+    (save_dir / "opt.yaml").write_text(yaml.safe_dump(asdict(opt), sort_keys=False))
+    (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+
+    train_scan = scan_split(data.splits["train"], data.nc, data.kpt_shape)
+    for p in train_scan.problems:
+        print(f"skipped {p.file}: {p.reason}")
+    dataset = MultiTaskDataset(train_scan.labels, opt.imgsz, augment=True, hyp=hyp, kpt_shape=data.kpt_shape,
+                               flip_idx=data.flip_idx, cache_images=opt.cache)
+    generator = torch.Generator().manual_seed(opt.seed)
+    loader = DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=_workers(opt),
+                        collate_fn=collate, worker_init_fn=worker_init, generator=generator,
+                        persistent_workers=_workers(opt) > 0, drop_last=False)
+    val_split = data.splits.get("val") or data.splits["train"]
+    vloader = val_loader(scan_split(val_split, data.nc, data.kpt_shape).labels, opt.imgsz, opt.batch_size * 2,
+                         int(model.stride.max()), data.kpt_shape, opt.workers)
+
+    accumulate = max(round(NBS / opt.batch_size), 1)
+    hyp_wd = hyp["weight_decay"] * opt.batch_size * accumulate / NBS
+    optimizer = _optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp_wd)
+    lf = (_one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr
+          else lambda x: (1 - x / opt.epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    ema = ModelEMA(model)
+    start_epoch, best_fitness = 0, 0.0
+    if ckpt:
+        optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+        ema.updates = ckpt["train_state"]["ema_updates"]
+        start_epoch, best_fitness = ckpt["epoch"] + 1, ckpt["train_state"]["best_fitness"]
+        scheduler.last_epoch = start_epoch - 1
+    compute_loss = ComputeLoss(model, hyp, opt.imgsz)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    nb = len(loader)
+    warmup_iters = max(round(hyp["warmup_epochs"] * nb), 100)
+    last_step, stale, metrics = -1, 0, {}
+    csv_path = save_dir / "results.csv"
+    _truncate_csv(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
+    print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}, "
+          f"imgsz {opt.imgsz}, {device}; results to {save_dir}")
+    for epoch in range(start_epoch, opt.epochs):
+        model.train()
+        for m in frozen:  # frozen layers keep their BatchNorm statistics
+            m.eval()
+        mean_terms: dict[str, float] = {}
+        bar = tqdm(enumerate(loader), total=nb, desc=f"{epoch + 1}/{opt.epochs}", leave=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30)
+        optimizer.zero_grad()
+        for i, batch in bar:
+            ni = i + nb * epoch
+            images = batch["img"].to(device, non_blocking=True).float() / 255
+            if ni <= warmup_iters:
+                accumulate = _warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, opt.batch_size)
+            with torch.autocast(device.type, enabled=amp):
+                outputs = model(images)
+                loss, terms = compute_loss(outputs, batch)
+            scaler.scale(loss).backward()
+            if ni - last_step >= accumulate:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+                ema.update(model)
+                last_step = ni
+            for k, v in terms.items():
+                mean_terms[k] = (mean_terms.get(k, 0.0) * i + float(v)) / (i + 1)
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["cls"]),
+                             "lr": f"{optimizer.param_groups[0]['lr']:.4g}"})
+            if epoch == start_epoch and i < 2:
+                draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names)
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        scheduler.step()
+        final = epoch + 1 == opt.epochs
+        if not opt.noval or final:
+            results = evaluate(ema.ema, vloader, device)
+            metrics = {"box_precision": results["precision"], "box_recall": results["recall"],
+                       "box_map50": results["map50"], "box_map": results["map"]}
+        fitness = 0.1 * metrics.get("box_map50", 0.0) + 0.9 * metrics.get("box_map", 0.0)
+        improved = fitness > best_fitness
+        best_fitness = max(best_fitness, fitness)
+        stale = 0 if improved else stale + 1
+        _append_csv(csv_path, {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
+                               **{f"metrics/{k}": v for k, v in metrics.items()},
+                               **{f"lr/pg{j}": v for j, v in enumerate(lrs)}})
+        if not opt.nosave or final:
+            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, data.names)
+            atomic_save(state, save_dir / "weights" / "last.pt")
+            if improved:
+                atomic_save(state, save_dir / "weights" / "best.pt")
+        if stale >= opt.patience:
+            print(f"stopping early: no improvement in {opt.patience} epochs")
+            break
+    summary = {**metrics, "epochs": epoch + 1, "best_fitness": best_fitness, "save_dir": str(save_dir)}
+    (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    _plot_results(csv_path)
+    print(f"done: box mAP50 {metrics.get('box_map50', 0):.4f}, mAP50-95 {metrics.get('box_map', 0):.4f}; "
+          f"weights in {save_dir / 'weights'}")
+    return summary
+
+
+# --- pieces ---------------------------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _workers(opt: TrainOptions) -> int:
+    import os
+
+    return min(os.cpu_count() or 1, opt.workers, opt.batch_size)
+
+
+def _build(opt: TrainOptions, data, ckpt: dict | None) -> nn.Module:
+    """The model: from the resumed checkpoint, else --cfg with the data's classes plus --weights' matching tensors."""
+    if ckpt:
+        model = build_model(ckpt["config"])
+        model.load_state_dict(ckpt["train_state"]["model"])
+        return model
+    model = build_model(opt.cfg, nc=data.nc)
+    if opt.weights:
+        state = _weights_state(opt.weights)
+        own = model.state_dict()
+        matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and "anchors" not in k}
+        model.load_state_dict(matching, strict=False)
+        print(f"transferred {len(matching)}/{len(own)} tensors from {opt.weights}; the rest start fresh")
+    return model
+
+
+def _weights_state(path: str) -> dict[str, torch.Tensor]:
+    obj = load_pickle_safely(path)
+    if is_own_checkpoint(obj):
+        return obj["model"]
+    if is_stock_checkpoint(obj):
+        return read_stock_checkpoint(obj, path).state_dict
+    raise RuntimeError(f"--weights {path}: neither a yolostitch nor a stock YOLOv5 checkpoint")
+
+
+def _freeze(model: nn.Module, layers: list[int]) -> list[nn.Module]:
+    """Fix the listed layers' weights; returns their BatchNorm modules, to keep in eval mode while training."""
+    frozen_bn = []
+    for index in layers:
+        if not 0 <= index < len(model.model):
+            raise ValueError(f"--freeze {index}: the model has layers 0..{len(model.model) - 1}")
+        for m in model.model[index].modules():
+            for p in m.parameters(recurse=False):
+                p.requires_grad = False
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                frozen_bn.append(m)
+    return frozen_bn
+
+
+def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
+    """Stock's three groups: biases (no decay; group 0, warmed up from warmup_bias_lr), weights (decay), norms."""
+    biases, weights, norms = [], [], []
+    for m in model.modules():
+        for pname, p in m.named_parameters(recurse=False):
+            if pname == "bias":
+                biases.append(p)
+            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+                norms.append(p)
+            else:
+                weights.append(p)
+    if name == "SGD":
+        opt = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+    elif name in ("Adam", "AdamW"):
+        opt = getattr(torch.optim, name)(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
+    else:
+        raise ValueError(f"--optimizer {name}: choose SGD, Adam or AdamW")
+    opt.add_param_group({"params": weights, "weight_decay": decay})
+    opt.add_param_group({"params": norms, "weight_decay": 0.0})
+    return opt
+
+
+def _one_cycle(y1: float, y2: float, steps: int):
+    return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+
+
+def _warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, batch_size: int) -> int:
+    """Linear warmup of LR (bias group from warmup_bias_lr) and momentum; returns the accumulation steps."""
+    xi = [0, warmup_iters]
+    for j, g in enumerate(optimizer.param_groups):
+        g["lr"] = float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 0 else 0.0, g["initial_lr"] * lf(epoch)]))
+        if "momentum" in g:
+            g["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+    return max(1, int(np.interp(ni, xi, [1, NBS / batch_size]).round()))
+
+
+def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, names) -> dict[str, Any]:
+    """Tensors and plain types only (``torch.load(weights_only=True)``); ``model`` holds the EMA weights."""
+    def cpu(state):
+        return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.yaml, "names": dict(names),
+            "model": cpu(ema.ema.state_dict()), "epoch": epoch, "hyp": hyp, "opt": asdict(opt),
+            "save_dir": str(save_dir), "date": datetime.now().isoformat(),
+            "train_state": {"model": cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
+                            "ema_updates": ema.updates, "best_fitness": best_fitness}}
+
+
+def _resume_state(opt: TrainOptions) -> tuple[dict, TrainOptions]:
+    path = Path(opt.resume)
+    if opt.resume == "last":
+        found = sorted(Path(opt.project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(f"--resume: no {opt.project}/*/weights/last.pt to resume")
+        path = found[-1]
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not is_own_checkpoint(ckpt) or "train_state" not in ckpt:
+        raise RuntimeError(f"--resume {path}: not a yolostitch training checkpoint (no optimizer state)")
+    resumed = TrainOptions(**{**ckpt["opt"], "resume": str(path)})
+    if ckpt["epoch"] + 1 >= resumed.epochs:
+        raise RuntimeError(f"--resume {path}: that run already finished its {resumed.epochs} epochs")
+    print(f"resuming {path} from epoch {ckpt['epoch'] + 2}/{resumed.epochs}")
+    return ckpt, resumed
+
+
+def _truncate_csv(path: Path, epochs: int) -> None:
+    if not path.exists():
+        return
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["epoch"]) < epochs]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def _plot_results(path: Path) -> None:
+    """results.png: one panel per results.csv column (matplotlib, no fonts downloaded)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    keys = [k for k in rows[0] if k != "epoch"]
+    cols = min(5, len(keys))
+    fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(3 * cols, 2.5 * math.ceil(len(keys) / cols)))
+    epochs = [int(r["epoch"]) for r in rows]
+    for ax, k in zip(np.ravel(axes), keys):
+        ax.plot(epochs, [float(r[k]) if r.get(k) else float("nan") for r in rows], marker=".")
+        ax.set_title(k, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path.with_name("results.png"), dpi=100)
+    plt.close(fig)
