@@ -19,6 +19,14 @@ def shared_weights() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    folder = SHARED / "datasets"
+    if not (folder / "coco128").is_dir():
+        pytest.skip("../shared/datasets is absent (real datasets are only available in the dev workspace)")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def stock_yolo():
     """The stock YOLOv5 code (the `yolov5` PyPI package), offline and shimmed; skipped if not installed."""
     try:

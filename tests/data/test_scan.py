@@ -90,10 +90,8 @@ def test_check_data_cli_prints_summary_and_final_json_line(messy, capsys, tmp_pa
 
 
 @pytest.mark.parametrize("name, masks", [("coco128", 0), ("coco128-seg", 929)])
-def test_check_data_on_coco128(tmp_path, name, masks):
-    root = __import__("conftest").SHARED / "datasets" / name
-    if not root.is_dir():
-        pytest.skip("../shared/datasets is absent")
+def test_check_data_on_coco128(shared_datasets, name, masks):
+    root = shared_datasets / name
     data = {"path": str(root), "train": "images/train2017", "val": "images/train2017", "nc": 80}
     s = check_data(data)
     assert (s["images"], s["backgrounds"], s["instances"], s["masks"]) == (128, 2, 929, masks)

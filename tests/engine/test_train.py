@@ -9,28 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from yolostitch import load_model
-from yolostitch.data.shapes import generate_shapes
-from yolostitch.engine.trainer import TrainOptions, _build, train
+from yolostitch.data.config import load_data_config
+from yolostitch.engine.trainer import _build, train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory):
-    root = generate_shapes(tmp_path_factory.mktemp("shapes"), n_train=8, n_val=4, imgsz=64)
-    data = root / "data.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
-                    "names: [circle, triangle, square, star, hexagon]\nkpt_shape: [5, 3]\nflip_idx: [0, 3, 2, 1, 4]\n")
-    return data
-
-
-def options(data, tmp_path, **kw):
-    return TrainOptions(**{"cfg": "yolov5n.yaml", "data": str(data), "epochs": 2, "batch_size": 4, "imgsz": 64,
-                           "workers": 0, "project": str(tmp_path / "runs"), **kw})
 
 
 def read_csv(path):
@@ -38,8 +23,8 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_short_run_writes_everything(tiny_shapes, tmp_path):
-    summary = train(options(tiny_shapes, tmp_path))
+def test_short_run_writes_everything(tiny_shapes, tmp_path, options):
+    summary = train(options())
     run = Path(summary["save_dir"])
     rows = read_csv(run / "results.csv")
     assert [r["epoch"] for r in rows] == ["0", "1"]
@@ -54,13 +39,13 @@ def test_short_run_writes_everything(tiny_shapes, tmp_path):
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
 
-def test_frozen_layers_keep_weights_and_batchnorm_statistics(tiny_shapes, tmp_path):
+def test_frozen_layers_keep_weights_and_batchnorm_statistics(tiny_shapes, tmp_path, options):
     torch.manual_seed(0)
-    start = _build(options(tiny_shapes, tmp_path), __import__("yolostitch").data.config.load_data_config(tiny_shapes), None)
+    start = _build(options(), load_data_config(tiny_shapes), None)
     init = tmp_path / "init.pt"
     from yolostitch.weights import save_checkpoint
     save_checkpoint(init, start)
-    summary = train(options(tiny_shapes, tmp_path, weights=str(init), freeze=list(range(10)), epochs=1))
+    summary = train(options(weights=str(init), freeze=list(range(10)), epochs=1))
     ckpt = torch.load(Path(summary["save_dir"]) / "weights" / "last.pt", weights_only=True)
     trained = ckpt["train_state"]["model"]
     before = start.state_dict()
@@ -99,9 +84,9 @@ def test_sigkilled_run_resumes_to_the_end(tiny_shapes, tmp_path):
     assert metrics["epochs"] == 3 and 0 <= metrics["box_map"] <= 1
 
 
-def test_stock_weights_transfer_except_the_class_dependent_head(shared_weights, tiny_shapes, tmp_path, capsys):
-    model = _build(options(tiny_shapes, tmp_path, weights=str(shared_weights / "yolov5n.pt")),
-                   __import__("yolostitch").data.config.load_data_config(tiny_shapes), None)
+def test_stock_weights_transfer_except_the_class_dependent_head(shared_weights, tiny_shapes, capsys, options):
+    model = _build(options(weights=str(shared_weights / "yolov5n.pt")),
+                   load_data_config(tiny_shapes), None)
     out = capsys.readouterr().out
     assert "transferred 342/349 tensors" in out  # all but Detect's 3 convs x (weight, bias) and anchors
     stock = load_model(shared_weights / "yolov5n.pt")

@@ -8,14 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED
 from yolostitch import build_model
 from yolostitch.cli import main
 from yolostitch.data.scan import scan_split
 from yolostitch.engine.validator import run_val
 from yolostitch.weights import save_checkpoint
 
-COCO128 = SHARED / "datasets" / "coco128"
 
 
 def coco_gt(labels):
@@ -37,16 +35,17 @@ def coco_gt(labels):
     return gt
 
 
-def test_yolov5n_on_coco128_reproduces_stock_and_pycocotools(shared_weights, tmp_path):
+def test_yolov5n_on_coco128_reproduces_stock_and_pycocotools(shared_weights, shared_datasets, tmp_path):
     """Stock v7.0 val.py (CPU, imgsz 640, batch 16): 929 instances, mAP50 0.5499, mAP50-95 0.3510."""
     from pycocotools.cocoeval import COCOeval
 
-    data = {"path": str(COCO128), "val": "images/train2017", "nc": 80}
+    coco128 = shared_datasets / "coco128"
+    data = {"path": str(coco128), "val": "images/train2017", "nc": 80}
     m = run_val(shared_weights / "yolov5n.pt", data, imgsz=640, batch_size=16, workers=2, save_json=True,
                 project=tmp_path, verbose=False)
     assert (m["images"], m["instances"]) == (128, 929)
     assert abs(m["box_map50"] - 0.5499) <= 0.003 and abs(m["box_map"] - 0.3510) <= 0.003
-    gt = coco_gt(scan_split([COCO128 / "images" / "train2017"], 80).labels)
+    gt = coco_gt(scan_split([coco128 / "images" / "train2017"], 80).labels)
     with contextlib.redirect_stdout(io.StringIO()):
         e = COCOeval(gt, gt.loadRes(str(tmp_path / "exp" / "predictions.json")), "bbox")
         e.evaluate(), e.accumulate(), e.summarize()

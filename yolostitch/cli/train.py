@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="resume the newest run under --project, or the given last.pt")
     p.add_argument("--freeze", nargs="+", type=int, default=[],
                    help="freeze layers: N = the first N (e.g. 10: the backbone), or a list of indices")
+    p.add_argument("--stages", default="", help='training stages, e.g. "det:3,neck+det:3,all" (parts:epochs); '
+                   "parts are backbone, neck and each head's task; default: the hyp file's `stages`, else all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--optimizer", default="SGD", choices=["SGD", "Adam", "AdamW"])
     p.add_argument("--cos-lr", action="store_true")

@@ -33,6 +33,7 @@ from ..weights.checkpoint import FORMAT, FORMAT_VERSION, is_own_checkpoint
 from ..weights.stock import is_stock_checkpoint, read_stock_checkpoint
 from .plots import draw_batch
 from .runs import increment_path, select_device
+from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .validator import evaluate, val_loader
 
 NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
@@ -56,6 +57,7 @@ class TrainOptions:
     exist_ok: bool = False
     resume: str = ""  # "" (no), "last" (newest run under project), or a last.pt path
     freeze: list[int] = field(default_factory=list)  # layer indices kept fixed (weights and BN statistics)
+    stages: str = ""  # e.g. "det:3,neck+det:3,all" (overrides the hyp file's `stages`)
     seed: int = 0
     optimizer: str = "SGD"
     cos_lr: bool = False
@@ -92,7 +94,10 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     data = load_data_config(opt.data)
     model = _build(opt, data, ckpt).to(device)
     model.names, model.hyp = dict(data.names), hyp
-    frozen = _freeze(model, opt.freeze)
+    bad = [i for i in opt.freeze if not 0 <= i < len(model.model)]
+    if bad:
+        raise ValueError(f"--freeze {bad}: the model has layers 0..{len(model.model) - 1}")
+    stages = parse_stages(opt.stages or hyp.get("stages"), list(model.parts()))
     (save_dir / "opt.yaml").write_text(yaml.safe_dump(asdict(opt), sort_keys=False))
     (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
 
@@ -114,14 +119,12 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     optimizer = _optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp_wd)
     lf = (_one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr
           else lambda x: (1 - x / opt.epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     ema = ModelEMA(model)
     start_epoch, best_fitness = 0, 0.0
     if ckpt:
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         ema.updates = ckpt["train_state"]["ema_updates"]
         start_epoch, best_fitness = ckpt["epoch"] + 1, ckpt["train_state"]["best_fitness"]
-        scheduler.last_epoch = start_epoch - 1
     compute_loss = ComputeLoss(model, hyp, opt.imgsz)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -133,8 +136,11 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}, "
           f"imgsz {opt.imgsz}, {device}; results to {save_dir}")
     for epoch in range(start_epoch, opt.epochs):
+        frozen = apply_stage(model, optimizer, stage_at(stages, epoch), set(opt.freeze))
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * lf(epoch) * g["lr_scale"]
         model.train()
-        for m in frozen:  # frozen layers keep their BatchNorm statistics
+        for m in frozen:  # frozen parts keep their BatchNorm statistics
             m.eval()
         mean_terms: dict[str, float] = {}
         bar = tqdm(enumerate(loader), total=nb, desc=f"{epoch + 1}/{opt.epochs}", leave=True,
@@ -163,8 +169,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                              "lr": f"{optimizer.param_groups[0]['lr']:.4g}"})
             if epoch == start_epoch and i < 2:
                 draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names)
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        scheduler.step()
+        lrs = {g["part"]: g["lr"] for g in optimizer.param_groups if g["kind"] == "weight"}
         final = epoch + 1 == opt.epochs
         if not opt.noval or final:
             results = evaluate(ema.ema, vloader, device)
@@ -176,7 +181,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         stale = 0 if improved else stale + 1
         _append_csv(csv_path, {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
                                **{f"metrics/{k}": v for k, v in metrics.items()},
-                               **{f"lr/pg{j}": v for j, v in enumerate(lrs)}})
+                               **{f"lr/{part}": v for part, v in lrs.items()}})
         if not opt.nosave or final:
             state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, data.names)
             atomic_save(state, save_dir / "weights" / "last.pt")
@@ -233,40 +238,15 @@ def _weights_state(path: str) -> dict[str, torch.Tensor]:
     raise RuntimeError(f"--weights {path}: neither a yolostitch nor a stock YOLOv5 checkpoint")
 
 
-def _freeze(model: nn.Module, layers: list[int]) -> list[nn.Module]:
-    """Fix the listed layers' weights; returns their BatchNorm modules, to keep in eval mode while training."""
-    frozen_bn = []
-    for index in layers:
-        if not 0 <= index < len(model.model):
-            raise ValueError(f"--freeze {index}: the model has layers 0..{len(model.model) - 1}")
-        for m in model.model[index].modules():
-            for p in m.parameters(recurse=False):
-                p.requires_grad = False
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                frozen_bn.append(m)
-    return frozen_bn
-
-
 def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
-    """Stock's three groups: biases (no decay; group 0, warmed up from warmup_bias_lr), weights (decay), norms."""
-    biases, weights, norms = [], [], []
-    for m in model.modules():
-        for pname, p in m.named_parameters(recurse=False):
-            if pname == "bias":
-                biases.append(p)
-            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
-                norms.append(p)
-            else:
-                weights.append(p)
+    """Stock's three kinds of group (biases, decayed weights, norms), per model part (see stages.py)."""
+    groups = [{**g, "weight_decay": decay if g["kind"] == "weight" else 0.0, "lr_scale": 1.0, "initial_lr": lr}
+              for g in param_groups(model)]
     if name == "SGD":
-        opt = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
-    elif name in ("Adam", "AdamW"):
-        opt = getattr(torch.optim, name)(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
-    else:
-        raise ValueError(f"--optimizer {name}: choose SGD, Adam or AdamW")
-    opt.add_param_group({"params": weights, "weight_decay": decay})
-    opt.add_param_group({"params": norms, "weight_decay": 0.0})
-    return opt
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    if name in ("Adam", "AdamW"):
+        return getattr(torch.optim, name)(groups, lr=lr, betas=(momentum, 0.999))
+    raise ValueError(f"--optimizer {name}: choose SGD, Adam or AdamW")
 
 
 def _one_cycle(y1: float, y2: float, steps: int):
@@ -276,8 +256,9 @@ def _one_cycle(y1: float, y2: float, steps: int):
 def _warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, batch_size: int) -> int:
     """Linear warmup of LR (bias group from warmup_bias_lr) and momentum; returns the accumulation steps."""
     xi = [0, warmup_iters]
-    for j, g in enumerate(optimizer.param_groups):
-        g["lr"] = float(np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 0 else 0.0, g["initial_lr"] * lf(epoch)]))
+    for g in optimizer.param_groups:
+        start = hyp["warmup_bias_lr"] if g["kind"] == "bias" else 0.0
+        g["lr"] = float(np.interp(ni, xi, [start * g["lr_scale"], g["initial_lr"] * lf(epoch) * g["lr_scale"]]))
         if "momentum" in g:
             g["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
     return max(1, int(np.interp(ni, xi, [1, NBS / batch_size]).round()))

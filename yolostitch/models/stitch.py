@@ -42,6 +42,16 @@ class StitchModel(nn.Module):
         last = [layer.shape for layer in self.layers if layer.shape is not None][-1]
         return torch.tensor([float(last.stride)])
 
+    def parts(self) -> dict[str, list[int]]:
+        """Layer indices per part: ``backbone`` (the backbone rows), ``neck`` (other head rows), and one entry
+        per task head (``det``, ...). Optimiser groups, freezing and training stages work on these."""
+        n_backbone = len(self.yaml["backbone"])
+        heads = set(self.heads.values())
+        parts = {"backbone": list(range(n_backbone)),
+                 "neck": [i for i in range(n_backbone, len(self.layers)) if i not in heads]}
+        parts.update({task: [index] for task, index in self.heads.items()})
+        return parts
+
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
         outputs: list[Any] = []
         for layer in self.layers:
