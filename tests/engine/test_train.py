@@ -30,7 +30,8 @@ def test_short_run_writes_everything(tiny_shapes, tmp_path, options):
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert {"train/box", "train/obj", "train/cls", "metrics/box_map50", "metrics/box_map"} <= set(rows[0])
     assert all(torch.isfinite(torch.tensor(float(r["train/box"]))) for r in rows)
-    for name in ("results.png", "train_batch0.jpg", "metrics.json", "opt.yaml", "hyp.yaml", "weights/last.pt"):
+    for name in ("results.png", "train_batch0.jpg", "labels.jpg", "val_batch0_labels.jpg", "val_batch0_pred.jpg",
+                 "metrics.json", "opt.yaml", "hyp.yaml", "weights/last.pt"):
         assert (run / name).is_file(), name
     raw = torch.load(run / "weights" / "last.pt", weights_only=True)  # plain tensors and types only
     assert raw["epoch"] == 1 and "optimizer" in raw["train_state"]

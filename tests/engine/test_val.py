@@ -75,6 +75,7 @@ def test_val_cli_writes_metrics_json(tiny_data, tmp_path, capsys):
     metrics = json.loads((tmp_path / "runs" / "exp" / "metrics.json").read_text())
     assert {"box_map50", "box_map", "box_precision", "box_recall", "speed_ms_per_image"} <= set(metrics)
     assert metrics["images"] == 3 and metrics["instances"] == 6 and 0 <= metrics["box_map"] <= 1
+    assert (tmp_path / "runs" / "exp" / "val_batch0_pred.jpg").is_file()
 
 
 def test_val_names_a_class_count_mismatch(tiny_data, tmp_path, capsys):

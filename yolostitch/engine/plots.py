@@ -54,6 +54,8 @@ def _draw_instances(tile: np.ndarray, inst: dict[str, torch.Tensor], names: dict
         p1, p2 = (round(cx - bw / 2), round(cy - bh / 2)), (round(cx + bw / 2), round(cy + bh / 2))
         cv2.rectangle(tile, p1, p2, colour(int(c)), 1, cv2.LINE_AA)
         label = (names or {}).get(int(c), str(int(c)))
+        if "conf" in inst:
+            label += f" {float(inst['conf'][j]):.2f}"
         cv2.putText(tile, label, (p1[0], max(p1[1] - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3, colour(int(c)), 1,
                     cv2.LINE_AA)
         if "keypoints" in inst:
@@ -61,3 +63,41 @@ def _draw_instances(tile: np.ndarray, inst: dict[str, torch.Tensor], names: dict
                 if v > 0:
                     centre = (round(x * w), round(y * h))
                     cv2.circle(tile, centre, 3, colour(k + 5), -1 if v == 2 else 1, cv2.LINE_AA)
+
+
+def predictions_as_batch(batch: dict[str, Any], preds: list[torch.Tensor], conf: float = 0.25) -> dict[str, Any]:
+    """The batch's images with NMS output (xyxy pixels, conf, cls) in place of its labels, for drawing."""
+    h, w = batch["img"].shape[2:]
+    rows = [(i, p[p[:, 4] > conf].cpu()) for i, p in enumerate(preds)]
+    boxes = torch.cat([p[:, :4] for _, p in rows]) if rows else torch.zeros((0, 4))
+    xywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / torch.tensor([w, h, w, h])
+    return {"img": batch["img"], "bboxes": xywh, "cls": torch.cat([p[:, 5] for _, p in rows]).long(),
+            "conf": torch.cat([p[:, 4] for _, p in rows]),
+            "batch_idx": torch.cat([torch.full((len(p),), i) for i, p in rows])}
+
+
+def plot_label_statistics(labels: list, names: dict[int, str], path: str | Path) -> Path | None:
+    """labels.jpg: instances per class, box centres and box sizes (normalised) of a dataset's labels."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    cls = np.concatenate([lab.cls for lab in labels]) if labels else np.zeros(0)
+    boxes = np.concatenate([lab.bboxes for lab in labels]) if labels else np.zeros((0, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.5))
+    counts = np.bincount(cls.astype(int), minlength=len(names))
+    ax[0].bar(range(len(counts)), counts, color=[np.array(colour(i)[::-1]) / 255 for i in range(len(counts))])
+    ax[0].set_xticks(range(len(counts)), [names.get(i, str(i)) for i in range(len(counts))], rotation=90, fontsize=6)
+    ax[0].set_title("instances per class", fontsize=9)
+    ax[1].scatter(boxes[:, 0], boxes[:, 1], s=2, alpha=0.3)
+    ax[1].set(xlim=(0, 1), ylim=(1, 0), title="box centres (x, y)")
+    ax[2].scatter(boxes[:, 2], boxes[:, 3], s=2, alpha=0.3)
+    ax[2].set(xlim=(0, 1), ylim=(0, 1), title="box sizes (w, h)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -31,7 +31,7 @@ from ..models import build_model
 from ..weights import atomic_save, load_pickle_safely
 from ..weights.checkpoint import FORMAT, FORMAT_VERSION, is_own_checkpoint
 from ..weights.stock import is_stock_checkpoint, read_stock_checkpoint
-from .plots import draw_batch
+from .plots import draw_batch, plot_label_statistics
 from .runs import increment_path, select_device
 from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .validator import evaluate, val_loader
@@ -104,6 +104,8 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     train_scan = scan_split(data.splits["train"], data.nc, data.kpt_shape)
     for p in train_scan.problems:
         print(f"skipped {p.file}: {p.reason}")
+    if not ckpt:
+        plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
     dataset = MultiTaskDataset(train_scan.labels, opt.imgsz, augment=True, hyp=hyp, kpt_shape=data.kpt_shape,
                                flip_idx=data.flip_idx, cache_images=opt.cache)
     generator = torch.Generator().manual_seed(opt.seed)
@@ -172,7 +174,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         lrs = {g["part"]: g["lr"] for g in optimizer.param_groups if g["kind"] == "weight"}
         final = epoch + 1 == opt.epochs
         if not opt.noval or final:
-            results = evaluate(ema.ema, vloader, device)
+            results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None)
             metrics = {"box_precision": results["precision"], "box_recall": results["recall"],
                        "box_map50": results["map50"], "box_map": results["map"]}
         fitness = 0.1 * metrics.get("box_map50", 0.0) + 0.9 * metrics.get("box_map", 0.0)

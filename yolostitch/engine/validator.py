@@ -16,6 +16,7 @@ from ..data.dataset import MultiTaskDataset, collate, worker_init
 from ..data.scan import scan_split
 from ..weights import load_model
 from .metrics import DetectionStats
+from .plots import draw_batch, predictions_as_batch
 from .postprocess import non_max_suppression, scale_boxes, xywh2xyxy
 from .runs import increment_path, select_device
 
@@ -31,8 +32,10 @@ def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None,
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, conf_thres: float = 0.001,
              iou_thres: float = 0.6, max_det: int = 300,
-             on_image: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, Any]:
-    """Box metrics of ``model`` on ``loader``; ``on_image(im_file, predictions in original pixels)`` if given."""
+             on_image: Callable[[str, torch.Tensor], None] | None = None,
+             plot_dir: Path | None = None) -> dict[str, Any]:
+    """Box metrics of ``model`` on ``loader``; ``on_image(im_file, predictions in original pixels)`` if given;
+    with ``plot_dir``, the first batch drawn with its labels and with the predictions."""
     model.eval()
     stats = DetectionStats(model.names)
     seen, times = 0, {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
@@ -47,6 +50,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         times["preprocess"] += t1 - t0
         times["inference"] += t2 - t1
         times["nms"] += t3 - t2
+        if plot_dir is not None and seen == 0:
+            draw_batch(batch, plot_dir / "val_batch0_labels.jpg", model.names)
+            draw_batch(predictions_as_batch(batch, preds), plot_dir / "val_batch0_pred.jpg", model.names)
         h, w = images.shape[2:]
         scale = torch.tensor([w, h, w, h])
         for i, pred in enumerate(preds):
@@ -85,7 +91,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     save_dir = increment_path(Path(project) / name, exist_ok)
     records: list[dict] = []
     on_image = (lambda f, p: records.extend(_coco_records(f, p))) if save_json else None
-    results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image)
+    results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image, plot_dir=save_dir)
     metrics = {"box_precision": results["precision"], "box_recall": results["recall"],
                "box_map50": results["map50"], "box_map": results["map"],
                "box_map50_coco": results["coco_map50"], "box_map_coco": results["coco_map"], "images": results["images"],
