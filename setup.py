@@ -1,4 +1,4 @@
-"""Packaging for yolostitch. ``pip install -e .`` for use, ``pip install -e ".[dev]"`` for the tests."""
+"""Packaging for yolostitch; README.md gives the set-up commands (the ``dev`` extra adds the test tools)."""
 
 from glob import glob
 

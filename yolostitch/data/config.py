@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..models.config import PROJECT_ROOT
+from ..yaml_io import read_yaml_mapping
 
 SPLITS = ("train", "val", "test")
 
@@ -68,12 +67,7 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
         raw, source, base = dict(data), "<dict>", Path.cwd()
     else:
         path = find_data_yaml(data)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise DataConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise DataConfigError(f"{path}: a data config must be a mapping")
+        raw = read_yaml_mapping(path, DataConfigError, "data config")
         # built-in YAMLs use stock's convention: relative paths start at the project root
         source = str(path)
         base = PROJECT_ROOT if path.resolve().parent in [d.resolve() for d in data_yaml_dirs()] else path.parent

@@ -33,6 +33,7 @@ from ..weights.checkpoint import FORMAT, FORMAT_VERSION, is_own_checkpoint
 from ..weights.stock import is_stock_checkpoint, read_stock_checkpoint
 from .plots import draw_batch, plot_label_statistics
 from .runs import increment_path, select_device
+from ..yaml_io import read_yaml_mapping
 from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .validator import evaluate, val_loader
 
@@ -74,7 +75,7 @@ def load_hyp(hyp: str | Path) -> dict[str, Any]:
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise FileNotFoundError(f"--hyp {hyp}: not found as a file nor in {data_yaml_dirs()[0] / 'hyps'}")
-    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    values = read_yaml_mapping(path, ValueError, "hyperparameter file")
     missing = [k for k in REQUIRED_HYP if k not in values]
     if missing:
         raise ValueError(f"{path}: missing hyperparameters {missing}")

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..yaml_io import read_yaml_mapping
 from .registry import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -44,13 +43,9 @@ def load_model_config(cfg: str | Path | dict[str, Any]) -> tuple[dict[str, Any],
         config, source = copy.deepcopy(cfg), str(cfg.get("yaml_file", "<dict>"))
     else:
         path = find_model_yaml(cfg)
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        config = read_yaml_mapping(path, ConfigError, "model config")
         source = str(path)
-        if isinstance(config, dict):
-            config["yaml_file"] = path.name
+        config["yaml_file"] = path.name
     validate_model_config(config, source)
     return config, source
 
