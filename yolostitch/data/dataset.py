@@ -189,6 +189,11 @@ class MultiTaskDataset(Dataset):
         return shapes
 
 
+def loader_workers(requested: int, batch_size: int) -> int:
+    """Worker processes worth starting: no more than the cores, nor than a batch; none for batch size 1."""
+    return min(os.cpu_count() or 1, requested, batch_size if batch_size > 1 else 0)
+
+
 def worker_init(worker_id: int) -> None:
     """DataLoader workers: OpenCV single-threaded (its thread pool fights the worker processes for cores), and
     numpy seeded from the worker's torch seed (DataLoader seeds torch and ``random`` only; transforms use all)."""

@@ -24,13 +24,12 @@ from tqdm import tqdm
 from ultralytics.utils.torch_utils import ModelEMA
 
 from ..data.config import data_yaml_dirs, load_data_config
-from ..data.dataset import MultiTaskDataset, collate, worker_init
+from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.scan import scan_split
 from ..losses import ComputeLoss
 from ..models import build_model
-from ..weights import atomic_save, load_pickle_safely
-from ..weights.checkpoint import FORMAT, FORMAT_VERSION, is_own_checkpoint
-from ..weights.stock import is_stock_checkpoint, read_stock_checkpoint
+from ..weights import atomic_save, checkpoint_dict, read_weights
+from ..weights.checkpoint import is_own_checkpoint, plain_state
 from .plots import draw_batch, plot_label_statistics
 from .runs import increment_path, select_device
 from ..yaml_io import read_yaml_mapping
@@ -110,9 +109,9 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     dataset = MultiTaskDataset(train_scan.labels, opt.imgsz, augment=True, hyp=hyp, kpt_shape=data.kpt_shape,
                                flip_idx=data.flip_idx, cache_images=opt.cache)
     generator = torch.Generator().manual_seed(opt.seed)
-    loader = DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=_workers(opt),
-                        collate_fn=collate, worker_init_fn=worker_init, generator=generator,
-                        persistent_workers=_workers(opt) > 0, drop_last=False)
+    workers = loader_workers(opt.workers, opt.batch_size)
+    loader = DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
+                        worker_init_fn=worker_init, generator=generator, persistent_workers=workers > 0)
     val_split = data.splits.get("val") or data.splits["train"]
     vloader = val_loader(scan_split(val_split, data.nc, data.kpt_shape).labels, opt.imgsz, opt.batch_size * 2,
                          int(model.stride.max()), data.kpt_shape, opt.workers)
@@ -186,7 +185,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                                **{f"metrics/{k}": v for k, v in metrics.items()},
                                **{f"lr/{part}": v for part, v in lrs.items()}})
         if not opt.nosave or final:
-            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, data.names)
+            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp)
             atomic_save(state, save_dir / "weights" / "last.pt")
             if improved:
                 atomic_save(state, save_dir / "weights" / "best.pt")
@@ -210,12 +209,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _workers(opt: TrainOptions) -> int:
-    import os
-
-    return min(os.cpu_count() or 1, opt.workers, opt.batch_size)
-
-
 def _build(opt: TrainOptions, data, ckpt: dict | None) -> nn.Module:
     """The model: from the resumed checkpoint, else --cfg with the data's classes plus --weights' matching tensors."""
     if ckpt:
@@ -224,21 +217,12 @@ def _build(opt: TrainOptions, data, ckpt: dict | None) -> nn.Module:
         return model
     model = build_model(opt.cfg, nc=data.nc)
     if opt.weights:
-        state = _weights_state(opt.weights)
+        state = read_weights(opt.weights).state
         own = model.state_dict()
         matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and "anchors" not in k}
         model.load_state_dict(matching, strict=False)
         print(f"transferred {len(matching)}/{len(own)} tensors from {opt.weights}; the rest start fresh")
     return model
-
-
-def _weights_state(path: str) -> dict[str, torch.Tensor]:
-    obj = load_pickle_safely(path)
-    if is_own_checkpoint(obj):
-        return obj["model"]
-    if is_stock_checkpoint(obj):
-        return read_stock_checkpoint(obj, path).state_dict
-    raise RuntimeError(f"--weights {path}: neither a yolostitch nor a stock YOLOv5 checkpoint")
 
 
 def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
@@ -267,16 +251,12 @@ def _warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, ba
     return max(1, int(np.interp(ni, xi, [1, NBS / batch_size]).round()))
 
 
-def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, names) -> dict[str, Any]:
+def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp) -> dict[str, Any]:
     """Tensors and plain types only (``torch.load(weights_only=True)``); ``model`` holds the EMA weights."""
-    def cpu(state):
-        return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
-
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.yaml, "names": dict(names),
-            "model": cpu(ema.ema.state_dict()), "epoch": epoch, "hyp": hyp, "opt": asdict(opt),
-            "save_dir": str(save_dir), "date": datetime.now().isoformat(),
-            "train_state": {"model": cpu(model.state_dict()), "optimizer": optimizer.state_dict(),
-                            "ema_updates": ema.updates, "best_fitness": best_fitness}}
+    return checkpoint_dict(model, ema.ema.state_dict(), epoch=epoch, hyp=hyp, opt=asdict(opt), save_dir=str(save_dir),
+                           date=datetime.now().isoformat(),
+                           train_state={"model": plain_state(model.state_dict()), "optimizer": optimizer.state_dict(),
+                                        "ema_updates": ema.updates, "best_fitness": best_fitness})
 
 
 def _resume_state(opt: TrainOptions) -> tuple[dict, TrainOptions]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -12,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.config import load_data_config
-from ..data.dataset import MultiTaskDataset, collate, worker_init
+from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.scan import scan_split
 from ..weights import load_model
 from .metrics import DetectionStats
@@ -24,9 +23,8 @@ from .runs import increment_path, select_device
 def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None, workers: int = 8) -> DataLoader:
     dataset = MultiTaskDataset(labels, imgsz=imgsz, kpt_shape=kpt_shape, rect=True, batch_size=batch_size,
                                stride=stride, pad=0.5)
-    workers = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                      worker_init_fn=worker_init)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers, batch_size),
+                      collate_fn=collate, worker_init_fn=worker_init)
 
 
 @torch.no_grad()

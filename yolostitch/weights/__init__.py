@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from ..models import StitchModel, build_model
-from .checkpoint import atomic_save, is_own_checkpoint, save_checkpoint
+from .checkpoint import atomic_save, checkpoint_dict, is_own_checkpoint, save_checkpoint
 from .stock import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
 
 
-def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
-    """Load a yolostitch checkpoint or a stock YOLOv5 ``.pt`` into a :class:`StitchModel` (eval mode, fp32)."""
+@dataclass
+class Weights:
+    """What a weights file holds, whichever kind it is."""
+
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    names: dict[int, str]
+    kind: str  # "yolostitch" or "stock YOLOv5"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_weights(path: str | Path) -> Weights:
+    """Read a yolostitch checkpoint or a stock YOLOv5 ``.pt`` without running any code from it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     obj = load_pickle_safely(path)
     if is_own_checkpoint(obj):
-        config, state, names, kind = obj["config"], obj["model"], obj.get("names") or {}, "yolostitch"
         meta = {k: v for k, v in obj.items() if k in ("epoch", "date", "format_version")}
-    elif is_stock_checkpoint(obj):
+        return Weights(obj["config"], obj["model"], obj.get("names") or {}, "yolostitch", meta)
+    if is_stock_checkpoint(obj):
         stock = read_stock_checkpoint(obj, path)
-        config, state, names, kind, meta = stock.config, stock.state_dict, stock.names, "stock YOLOv5", stock.meta
-    else:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise RuntimeError(f"{path}: neither a yolostitch checkpoint nor a stock YOLOv5 one (found {keys})")
+        return Weights(stock.config, stock.state_dict, stock.names, "stock YOLOv5", stock.meta)
+    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+    raise RuntimeError(f"{path}: neither a yolostitch checkpoint nor a stock YOLOv5 one (found {keys})")
+
+
+def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
+    """Load a yolostitch checkpoint or a stock YOLOv5 ``.pt`` into a :class:`StitchModel` (eval mode, fp32)."""
+    weights = read_weights(path)
+    config, state, names, kind, meta = weights.config, weights.state, weights.names, weights.kind, weights.meta
     model = build_model(config)
     missing, unexpected = _compare_keys(model.state_dict(), state)
     if missing or unexpected:
@@ -45,4 +65,5 @@ def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
     return missing + shapes, unexpected
 
 
-__all__ = ["atomic_save", "load_model", "load_pickle_safely", "read_stock_checkpoint", "save_checkpoint"]
+__all__ = ["Weights", "atomic_save", "checkpoint_dict", "load_model", "load_pickle_safely", "read_stock_checkpoint",
+           "read_weights", "save_checkpoint"]

@@ -35,13 +35,20 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def plain_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict on the CPU, floating tensors as float32."""
+    return {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+
+
+def checkpoint_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = None, **extra: Any) -> dict[str, Any]:
+    """Config, names and weights (``state``, default the model's own), plus ``extra`` (epoch, hyp, ...)."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.yaml, "names": dict(model.names),
+            "model": plain_state(model.state_dict() if state is None else state), **extra}
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
     """Save a model's config, names and float32 weights, plus ``extra`` (epoch, hyp, optimizer state...)."""
-    state = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
-             for k, v in model.state_dict().items()}
-    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.yaml,
-            "names": dict(model.names), "model": state, **extra}
-    return atomic_save(ckpt, path)
+    return atomic_save(checkpoint_dict(model, **extra), path)
 
 
 def is_own_checkpoint(obj: Any) -> bool:
