@@ -196,13 +196,14 @@ def _masks(draw) -> np.ndarray:
 @given(_masks())
 def test_mask_polygon_reproduces_parts_and_holes(mask):
     polygon = shapes.mask_polygon(mask)
-    if not mask.any():
-        assert polygon is None
+    if polygon is None:  # nothing to outline, or only hairlines (no 2x2 block of pixels): no mask label
+        assert not cv2.erode(mask.astype(np.uint8), np.ones((2, 2), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                             borderValue=0).any()
         return
     filled = np.zeros(mask.shape, np.uint8)
     cv2.fillPoly(filled, [polygon.astype(np.int32)], 1)
     filled = filled.astype(bool)
-    assert (filled & mask).sum() >= 0.9 * mask.sum()  # approxPolyDP trims at most corner pixels
+    assert (filled & mask).sum() >= 0.9 * mask.sum() - 1  # approxPolyDP trims at most corner pixels
     rings = len(cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)[0])
     extra = filled & ~mask  # only the 1-px bridges joining parts and holes, and trimmed corners
     assert extra.sum() <= 0.1 * mask.sum() + 60 * (rings - 1) + 2

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -92,3 +93,28 @@ def test_stock_weights_transfer_except_the_class_dependent_head(shared_weights, 
     assert "transferred 342/349 tensors" in out  # all but Detect's 3 convs x (weight, bias) and anchors
     stock = load_model(shared_weights / "yolov5n.pt")
     assert torch.equal(model.model[0].conv.weight, stock.model[0].conv.weight)
+
+
+def test_multitask_run_logs_every_term_and_resumes_its_balancer(tiny_shapes, options):
+    summary = train(options(cfg="yolov5n-multitask.yaml", balance="uncertainty"))
+    run = Path(summary["save_dir"])
+    rows = read_csv(run / "results.csv")
+    for column in ("train/box", "train/obj", "train/cls", "train/seg", "train/kpt", "train/kobj", "train/w_det",
+                   "train/w_seg", "train/w_kpt", "metrics/mask_map50", "metrics/mask_map", "metrics/pose_map50",
+                   "metrics/pose_map", "lr/seg", "lr/kpt"):
+        assert column in rows[0], column
+        assert all(torch.isfinite(torch.tensor(float(r[column]))) for r in rows), column
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"box_map50", "box_map", "mask_map50", "mask_map", "pose_map50", "pose_map"} <= set(metrics)
+    last = run / "weights" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    log_vars = ckpt["train_state"]["balance"]["log_vars"]
+    assert log_vars.abs().sum() > 0  # the task weights learned something
+    ckpt["epoch"] = 0  # pretend the run stopped after its first epoch, with distinctive task weights
+    ckpt["train_state"]["balance"]["log_vars"] = torch.full_like(log_vars, 2.0)
+    torch.save(ckpt, last)
+    resumed = train(options(resume=str(last)))
+    assert resumed["epochs"] == 2
+    second = read_csv(run / "results.csv")[1]
+    assert abs(float(second["train/w_seg"]) - math.exp(-2.0)) < 0.02  # the balancer state came back
+    assert load_model(last).heads == {"det": 24, "seg": 25, "kpt": 26}

@@ -83,3 +83,15 @@ def test_val_names_a_class_count_mismatch(tiny_data, tmp_path, capsys):
     assert main(["val", "--weights", str(weights), "--data", str(tiny_data), "--imgsz", "64",
                  "--project", str(tmp_path / "runs")]) == 2
     assert "predicts 3 classes but" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cfg, keys", [("yolov5n-cls.yaml", {"cls_accuracy", "cls_exact"}),
+                                       ("yolov5n-seg.yaml", {"mask_map50", "mask_map", "mask_map_coco"})])
+def test_val_reports_each_branch(tiny_data, tmp_path, capsys, cfg, keys):
+    weights = save_checkpoint(tmp_path / "w.pt", build_model(cfg, nc=2))
+    assert main(["val", "--weights", str(weights), "--data", str(tiny_data), "--imgsz", "64", "--batch-size", "2",
+                 "--project", str(tmp_path / "runs"), "--workers", "0", "--save-json"]) == 0
+    metrics = json.loads((tmp_path / "runs" / "exp" / "metrics.json").read_text())
+    assert keys <= set(metrics) and "pose_map" not in metrics
+    assert all(0 <= metrics[k] <= 1 for k in keys)
+    json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())

@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import check_data, info, train, val
+from . import check_data, detect, info, train, val
 
-COMMANDS = {"train": train, "val": val, "info": info, "check-data": check_data}
+COMMANDS = {"train": train, "val": val, "detect": detect, "info": info, "check-data": check_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
     p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+    p.add_argument("--balance", default="", choices=["", "fixed", "uncertainty", "dwa"],
+                   help="how task losses combine: fixed gains from the hyp file (default), learned uncertainty "
+                        "weights, or dynamic weight average")
 
 
 def run(args: argparse.Namespace) -> int:

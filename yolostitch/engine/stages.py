@@ -87,6 +87,8 @@ def apply_stage(model: nn.Module, optimizer: torch.optim.Optimizer, stage: Stage
                     p.requires_grad = trains
                 if not trains and isinstance(m, NORMS):
                     frozen_norms.append(m)
+    parts = model.parts()
     for g in optimizer.param_groups:
-        g["lr_scale"] = stage.lr_scale.get(g["part"], 1.0) if stage.trains(g["part"]) else 0.0
+        if g["part"] in parts:  # other groups (the loss balancer's weights) always train
+            g["lr_scale"] = stage.lr_scale.get(g["part"], 1.0) if stage.trains(g["part"]) else 0.0
     return frozen_norms

@@ -27,16 +27,17 @@ from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.scan import scan_split
 from ..losses import ComputeLoss
+from ..losses.compute import TASK_TERMS
 from ..models import build_model
-from ..weights import atomic_save, checkpoint_dict, read_weights
+from ..weights import atomic_save, checkpoint_dict, read_weights, transfer_weights
 from ..weights.checkpoint import is_own_checkpoint, plain_state
 from .plots import draw_batch, plot_label_statistics
 from .runs import increment_path, select_device
 from ..yaml_io import read_yaml_mapping
 from .stages import apply_stage, param_groups, parse_stages, stage_at
-from .validator import evaluate, val_loader
+from .validator import evaluate, fitness, flat_metrics, val_loader
 
-NBS = 64  # nominal batch size: gradients accumulate up to it, weight decay scales with it
+NBS = 64  # stock's nominal batch size: gradients accumulate up to it, weight decay scales with it (hyp `nbs`)
 REQUIRED_HYP = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
                 "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
 
@@ -66,6 +67,7 @@ class TrainOptions:
     noval: bool = False
     nosave: bool = False
     cache: bool = False
+    balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
 
 
 def load_hyp(hyp: str | Path) -> dict[str, Any]:
@@ -93,6 +95,8 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
     data = load_data_config(opt.data)
     model = _build(opt, data, ckpt).to(device)
+    if "kpt" in model.heads and not data.kpt_shape:
+        raise ValueError(f"{opt.cfg} has a keypoint branch but {data.source} declares no kpt_shape")
     model.names, model.hyp = dict(data.names), hyp
     bad = [i for i in opt.freeze if not 0 <= i < len(model.model)]
     if bad:
@@ -106,19 +110,25 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         print(f"skipped {p.file}: {p.reason}")
     if not ckpt:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
-    dataset = MultiTaskDataset(train_scan.labels, opt.imgsz, augment=True, hyp=hyp, kpt_shape=data.kpt_shape,
-                               flip_idx=data.flip_idx, cache_images=opt.cache)
+    kpt_shape = data.kpt_shape if "kpt" in model.heads else None  # branches absent: their labels are not prepared
+    dataset = MultiTaskDataset(train_scan.labels, opt.imgsz, augment=True, hyp=hyp, kpt_shape=kpt_shape,
+                               flip_idx=data.flip_idx if kpt_shape else None, use_masks="seg" in model.heads,
+                               cache_images=opt.cache)
     generator = torch.Generator().manual_seed(opt.seed)
     workers = loader_workers(opt.workers, opt.batch_size)
     loader = DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
                         worker_init_fn=worker_init, generator=generator, persistent_workers=workers > 0)
     val_split = data.splits.get("val") or data.splits["train"]
     vloader = val_loader(scan_split(val_split, data.nc, data.kpt_shape).labels, opt.imgsz, opt.batch_size * 2,
-                         int(model.stride.max()), data.kpt_shape, opt.workers)
+                         int(model.stride.max()), kpt_shape, opt.workers, use_masks="seg" in model.heads)
 
-    accumulate = max(round(NBS / opt.batch_size), 1)
-    hyp_wd = hyp["weight_decay"] * opt.batch_size * accumulate / NBS
-    optimizer = _optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp_wd)
+    nbs = int(hyp.get("nbs", NBS))
+    accumulate = max(round(nbs / opt.batch_size), 1)
+    hyp_wd = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
+    compute_loss = ComputeLoss(model, hyp, opt.imgsz, balance=opt.balance or hyp.get("balance", "fixed"),
+                               kpt_sigmas=data.raw.get("kpt_sigmas"))
+    compute_loss.balance.to(device)
+    optimizer = _optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp_wd, compute_loss.balance)
     lf = (_one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr
           else lambda x: (1 - x / opt.epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"])
     ema = ModelEMA(model)
@@ -127,11 +137,12 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         ema.updates = ckpt["train_state"]["ema_updates"]
         start_epoch, best_fitness = ckpt["epoch"] + 1, ckpt["train_state"]["best_fitness"]
-    compute_loss = ComputeLoss(model, hyp, opt.imgsz)
+        if "balance" in ckpt["train_state"]:
+            compute_loss.balance.load_state_dict(ckpt["train_state"]["balance"])
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     nb = len(loader)
-    warmup_iters = max(round(hyp["warmup_epochs"] * nb), 100)
+    warmup_iters = max(round(hyp["warmup_epochs"] * nb), int(hyp.get("warmup_min_iters", 100)))  # stock: >= 100
     last_step, stale, metrics = -1, 0, {}
     csv_path = save_dir / "results.csv"
     _truncate_csv(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
@@ -171,21 +182,23 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                              "lr": f"{optimizer.param_groups[0]['lr']:.4g}"})
             if epoch == start_epoch and i < 2:
                 draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names)
+        compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in TASK_TERMS[t])
+                                        for t in compute_loss.tasks})
         lrs = {g["part"]: g["lr"] for g in optimizer.param_groups if g["kind"] == "weight"}
         final = epoch + 1 == opt.epochs
         if not opt.noval or final:
-            results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None)
-            metrics = {"box_precision": results["precision"], "box_recall": results["recall"],
-                       "box_map50": results["map50"], "box_map": results["map"]}
-        fitness = 0.1 * metrics.get("box_map50", 0.0) + 0.9 * metrics.get("box_map", 0.0)
-        improved = fitness > best_fitness
-        best_fitness = max(best_fitness, fitness)
+            results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None,
+                               kpt_sigmas=data.raw.get("kpt_sigmas"))
+            metrics = flat_metrics(results)
+        score = fitness(metrics)
+        improved = score > best_fitness
+        best_fitness = max(best_fitness, score)
         stale = 0 if improved else stale + 1
         _append_csv(csv_path, {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
                                **{f"metrics/{k}": v for k, v in metrics.items()},
                                **{f"lr/{part}": v for part, v in lrs.items()}})
         if not opt.nosave or final:
-            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp)
+            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, compute_loss.balance)
             atomic_save(state, save_dir / "weights" / "last.pt")
             if improved:
                 atomic_save(state, save_dir / "weights" / "best.pt")
@@ -195,8 +208,9 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     summary = {**metrics, "epochs": epoch + 1, "best_fitness": best_fitness, "save_dir": str(save_dir)}
     (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     _plot_results(csv_path)
-    print(f"done: box mAP50 {metrics.get('box_map50', 0):.4f}, mAP50-95 {metrics.get('box_map', 0):.4f}; "
-          f"weights in {save_dir / 'weights'}")
+    figures = ", ".join(f"{p} mAP50 {metrics[p + '_map50']:.4f} mAP50-95 {metrics[p + '_map']:.4f}"
+                        for p in ("box", "mask", "pose") if p + "_map" in metrics)
+    print(f"done: {figures}; weights in {save_dir / 'weights'}")
     return summary
 
 
@@ -215,20 +229,25 @@ def _build(opt: TrainOptions, data, ckpt: dict | None) -> nn.Module:
         model = build_model(ckpt["config"])
         model.load_state_dict(ckpt["train_state"]["model"])
         return model
-    model = build_model(opt.cfg, nc=data.nc)
+    model = build_model(opt.cfg, nc=data.nc, kpt_shape=data.kpt_shape)
     if opt.weights:
-        state = read_weights(opt.weights).state
-        own = model.state_dict()
-        matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and "anchors" not in k}
-        model.load_state_dict(matching, strict=False)
-        print(f"transferred {len(matching)}/{len(own)} tensors from {opt.weights}; the rest start fresh")
+        n = transfer_weights(model, read_weights(opt.weights).state)
+        partial = f" (+{n['partial']} Detect convs: box/objectness rows only, the class count differs)" \
+            if n["partial"] else ""
+        print(f"transferred {n['loaded']}/{n['total']} tensors from {opt.weights}{partial}; the rest start fresh")
     return model
 
 
-def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float) -> torch.optim.Optimizer:
-    """Stock's three kinds of group (biases, decayed weights, norms), per model part (see stages.py)."""
+def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float,
+               balance: nn.Module | None = None) -> torch.optim.Optimizer:
+    """Stock's three kinds of group (biases, decayed weights, norms), per model part (see stages.py), and the
+    loss balancer's learned task weights in a group of their own, without weight decay."""
     groups = [{**g, "weight_decay": decay if g["kind"] == "weight" else 0.0, "lr_scale": 1.0, "initial_lr": lr}
               for g in param_groups(model)]
+    extra = [p for p in (balance.parameters() if balance is not None else []) if p.requires_grad]
+    if extra:
+        groups.append({"params": extra, "part": "balance", "kind": "balance", "weight_decay": 0.0, "lr_scale": 1.0,
+                       "initial_lr": lr})
     if name == "SGD":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     if name in ("Adam", "AdamW"):
@@ -248,15 +267,16 @@ def _warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, ba
         g["lr"] = float(np.interp(ni, xi, [start * g["lr_scale"], g["initial_lr"] * lf(epoch) * g["lr_scale"]]))
         if "momentum" in g:
             g["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
-    return max(1, int(np.interp(ni, xi, [1, NBS / batch_size]).round()))
+    return max(1, int(np.interp(ni, xi, [1, hyp.get("nbs", NBS) / batch_size]).round()))
 
 
-def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp) -> dict[str, Any]:
+def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, balance) -> dict[str, Any]:
     """Tensors and plain types only (``torch.load(weights_only=True)``); ``model`` holds the EMA weights."""
     return checkpoint_dict(model, ema.ema.state_dict(), epoch=epoch, hyp=hyp, opt=asdict(opt), save_dir=str(save_dir),
                            date=datetime.now().isoformat(),
                            train_state={"model": plain_state(model.state_dict()), "optimizer": optimizer.state_dict(),
-                                        "ema_updates": ema.updates, "best_fitness": best_fitness})
+                                        "ema_updates": ema.updates, "best_fitness": best_fitness,
+                                        "balance": plain_state(balance.state_dict())})
 
 
 def _resume_state(opt: TrainOptions) -> tuple[dict, TrainOptions]:

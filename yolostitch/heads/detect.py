@@ -11,14 +11,14 @@ import math
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 
 from ..models.registry import Row, register_module
 from ..models.shape import Shape
+from .per_anchor import PerAnchorHead
 
 
 @register_module()
-class Detect(nn.Module):
+class Detect(PerAnchorHead):
     """Per-level 1x1 convs predicting, per anchor, box (4), objectness (1) and class scores (nc)."""
 
     task = "det"
@@ -26,23 +26,16 @@ class Detect(nn.Module):
 
     def __init__(self, nc: int, anchors: Sequence[Sequence[float]], channels: Sequence[int],
                  strides: Sequence[int]):
-        super().__init__()
-        if not (len(anchors) == len(channels) == len(strides)):
+        if len(anchors) != len(channels):
             raise ValueError(f"Detect needs one anchor set per input level: {len(anchors)} anchor sets, "
                              f"{len(channels)} inputs")
+        super().__init__(nc + 5, len(anchors[0]) // 2, channels, strides)  # per anchor: box 4, objectness, classes
         self.nc = nc
-        self.no = nc + 5  # outputs per anchor
-        self.nl = len(anchors)
-        self.na = len(anchors[0]) // 2
         pixels = torch.tensor(anchors, dtype=torch.float32).view(self.nl, self.na, 2)
-        stride = torch.tensor(strides, dtype=torch.float32)
         area = pixels.prod(-1).mean(-1)  # stock check: anchors must grow with stride
-        if (area[-1] - area[0]).sign() * (stride[-1] - stride[0]).sign() < 0:
+        if (area[-1] - area[0]).sign() * (self.stride[-1] - self.stride[0]).sign() < 0:
             pixels = pixels.flip(0)
-        self.register_buffer("anchors", pixels / stride.view(-1, 1, 1))  # grid units, as stock stores them
-        self.register_buffer("stride", stride, persistent=False)
-        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in channels)
-        self._grids: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.register_buffer("anchors", pixels / self.stride.view(-1, 1, 1))  # grid units, as stock stores them
 
     @classmethod
     def from_row(cls, row: Row) -> tuple[Detect, Shape | None]:
@@ -72,33 +65,17 @@ class Detect(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> Any:
         """Training: list of raw maps (bs, na, ny, nx, no). Inference: (decoded (bs, N, no), raw maps)."""
-        maps = []
-        for i, conv in enumerate(self.m):
-            p = conv(features[i])
-            bs, _, ny, nx = p.shape
-            maps.append(p.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+        maps = self.raw_maps(features)
         if self.training:
             return maps
-        decoded = torch.cat([self.decode(i, p).view(p.shape[0], -1, self.no) for i, p in enumerate(maps)], 1)
+        decoded = self.flatten([self.decode(i, p) for i, p in enumerate(maps)])
         return decoded if self.export else (decoded, maps)
 
     def decode(self, level: int, p: torch.Tensor) -> torch.Tensor:
         """Raw map (bs, na, ny, nx, no) -> boxes xywh in input pixels, objectness and class probabilities."""
-        cells, anchor_px = self._grid(level, p)
+        cells = self.cells(level, p)
+        anchor_px = (self.anchors[level] * self.stride[level]).view(1, self.na, 1, 1, 2).to(p.dtype)
         xy, wh, conf = p.sigmoid().split((2, 2, self.nc + 1), -1)
         xy = (xy * 2 - 0.5 + cells) * self.stride[level]
         wh = (wh * 2) ** 2 * anchor_px
         return torch.cat((xy, wh, conf), -1)
-
-    def _grid(self, level: int, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ny, nx = p.shape[2:4]
-        if len(self._grids) != self.nl:
-            self._grids = [(torch.empty(0), torch.empty(0))] * self.nl
-        cells, anchor_px = self._grids[level]
-        if cells.shape[2:4] != (ny, nx) or cells.device != p.device or cells.dtype != p.dtype or torch.jit.is_tracing():
-            y, x = torch.meshgrid(torch.arange(ny, device=p.device, dtype=p.dtype),
-                                  torch.arange(nx, device=p.device, dtype=p.dtype), indexing="ij")
-            cells = torch.stack((x, y), -1).view(1, 1, ny, nx, 2)
-            anchor_px = (self.anchors[level] * self.stride[level]).view(1, self.na, 1, 1, 2).to(p.dtype)
-            self._grids[level] = (cells, anchor_px)
-        return cells, anchor_px

@@ -1,6 +1,9 @@
-"""Training losses: shared YOLOv5 target assignment and the detection loss terms."""
+"""Training losses: one YOLOv5 target assignment shared by every branch, per-task terms, task balancing."""
 
 from .assign import LevelAssignment, assign_targets
+from .balance import BALANCERS, TaskBalance
 from .compute import ComputeLoss, targets_from_batch
+from .keypoints import keypoint_sigmas
 
-__all__ = ["ComputeLoss", "LevelAssignment", "assign_targets", "targets_from_batch"]
+__all__ = ["BALANCERS", "ComputeLoss", "LevelAssignment", "TaskBalance", "assign_targets", "keypoint_sigmas",
+           "targets_from_batch"]

@@ -10,6 +10,7 @@ from torch import nn
 
 from .builder import MODEL_INPUT, Layer, build_layers
 from .config import load_model_config
+from .registry import ConfigError
 
 
 class StitchModel(nn.Module):
@@ -24,6 +25,7 @@ class StitchModel(nn.Module):
         self.layers: list[Layer] = build_layers(config, source, in_channels)
         self.model = nn.Sequential(*(layer.module for layer in self.layers))
         self.heads = _head_names(self.layers)
+        _check_per_anchor_branches(self.layers, self.heads, source)
         self._keep = {s for layer in self.layers for s in layer.sources} | set(self.heads.values())
         nc = config.get("nc")
         self.names: dict[int, str] = {i: f"class{i}" for i in range(nc)} if isinstance(nc, int) else {}
@@ -32,6 +34,10 @@ class StitchModel(nn.Module):
     @property
     def nc(self) -> int | None:
         return self.yaml.get("nc")
+
+    @property
+    def kpt_shape(self) -> list[int] | None:
+        return self.yaml.get("kpt_shape")
 
     @property
     def stride(self) -> torch.Tensor:
@@ -69,14 +75,18 @@ class StitchModel(nn.Module):
         return model_summary(self, imgsz=imgsz, verbose=verbose)
 
 
-def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int | None = None) -> StitchModel:
+def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int | None = None,
+                kpt_shape: list[int] | None = None) -> StitchModel:
     """Build a model from a YAML path, a built-in model name (``yolov5s.yaml``) or a config dict.
 
-    ``nc`` and ``ch`` override the config's class count and input channels.
+    ``nc``, ``ch`` and ``kpt_shape`` override the config's class count, input channels and keypoint shape
+    (``kpt_shape`` only where the config uses keypoints).
     """
     config, source = load_model_config(cfg)
     if nc is not None and nc != config.get("nc"):
         config["nc"] = int(nc)
+    if kpt_shape is not None and "kpt_shape" in config:
+        config["kpt_shape"] = [int(v) for v in kpt_shape]
     in_channels = int(ch if ch is not None else config.get("ch", 3))
     config["ch"] = in_channels
     return StitchModel(config, source, in_channels)
@@ -89,6 +99,24 @@ def _head_names(layers: list[Layer]) -> dict[str, int]:
         if task is not None:
             heads[task if task not in heads else f"{task}@{layer.index}"] = layer.index
     return heads
+
+
+def _check_per_anchor_branches(layers: list[Layer], heads: dict[str, int], source: str) -> None:
+    """Mask and keypoint branches share the detector's target assignment and NMS: they need a detector on the
+    same input levels with the same anchors per location."""
+    det = layers[heads["det"]] if "det" in heads else None
+    for layer in layers:
+        module = layer.module
+        if module.__class__.__name__ == "Detect" or not hasattr(module, "na") or getattr(module, "task", None) is None:
+            continue
+        where = f"{source} layer {layer.index} ({layer.module_name} from {layer.sources})"
+        if det is None:
+            raise ConfigError(f"{where}: a per-anchor branch needs a Detect layer to share its anchors with; "
+                              "the model has none")
+        if layer.sources != det.sources or module.na != det.module.na:
+            raise ConfigError(f"{where}: must take the same inputs and anchors per location as Detect "
+                              f"(layer {det.index}: from {det.sources}, {det.module.na} anchors), got from "
+                              f"{layer.sources} with {module.na} anchors")
 
 
 def _stock_init(model: nn.Module) -> None:

@@ -57,6 +57,34 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
     return model.to(device).eval() if device else model.eval()
 
 
+def transfer_weights(model: StitchModel, state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Load the tensors of ``state`` that fit ``model`` (same name and shape; anchors excepted, they come from the
+    config), as stock's ``--weights`` does; the rest keep their fresh initialisation.
+
+    One step further than stock: when only the class count differs, the Detect convs' box and objectness rows
+    (the first 5 outputs of each anchor) still transfer and only the class rows start fresh.
+    Returns counts: ``loaded`` (whole tensors), ``partial`` (Detect convs with box/objectness rows) and ``total``.
+    """
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and not k.endswith("anchors")}
+    partial = 0
+    if "det" in model.heads:
+        index = model.heads["det"]
+        head = model.model[index]
+        for k, v in state.items():
+            if not k.startswith(f"model.{index}.m.") or k not in own or k in matching:
+                continue
+            mine = own[k]
+            if v.shape[1:] != mine.shape[1:] or v.shape[0] % head.na or v.shape[0] // head.na < 5:
+                continue
+            rows = mine.clone().view(head.na, head.no, *mine.shape[1:])
+            rows[:, :5] = v.view(head.na, v.shape[0] // head.na, *v.shape[1:])[:, :5]
+            matching[k] = rows.view_as(mine)
+            partial += 1
+    model.load_state_dict(matching, strict=False)
+    return {"loaded": len(matching) - partial, "partial": partial, "total": len(own)}
+
+
 def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
@@ -66,4 +94,4 @@ def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
 
 
 __all__ = ["Weights", "atomic_save", "checkpoint_dict", "load_model", "load_pickle_safely", "read_stock_checkpoint",
-           "read_weights", "save_checkpoint"]
+           "read_weights", "save_checkpoint", "transfer_weights"]

@@ -1,0 +1,488 @@
+"""Inference on files: ``detect.py`` / ``yolostitch detect``, and drawing a result on its image.
+
+Sources are local only (an image, a directory, a glob, a ``.txt`` list of paths, or a video file): nothing is
+ever downloaded, so URLs, streams and webcams are refused. Each image is letterboxed to a stride multiple
+(stock ``detect.py``'s rectangular ``auto`` letterbox), run through the model, and its detections mapped
+back to the original image: boxes, masks (at the original resolution) and keypoints.
+
+A result is a plain dict of CPU tensors in original-image pixels::
+
+    {"im_file", "frame" (video frame, 1-based; None for images), "shape" (h0, w0), "input_shape" (h, w),
+     "boxes" (n, 4) xyxy, "conf" (n,), "cls" (n,) int64,
+     "masks" (n, h0, w0) bool            # models with a "seg" head
+     "keypoints" (n, K, D) x y [vis]     # models with a "kpt" head; vis is a probability
+     "image_classes" (nc,)               # models with a "cls" head: image-level class probabilities
+     "save_path", "txt_path"}            # where the drawing / label file went (None if not saved)
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.scan import IMAGE_SUFFIXES
+from .plots import colour
+from .postprocess import scale_boxes
+from .predict import assemble_masks, postprocess, unletterbox_masks, unletterbox_points
+from .runs import increment_path, select_device
+
+VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+PAD_VALUE = 114  # grey padding, as the training/validation letterbox
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+def list_sources(source: str | Path) -> list[Path]:
+    """The image and video files ``source`` names, in order.
+
+    ``source``: an image or video file, a directory (its images and videos, not recursive), a glob pattern
+    (``**`` recurses) or a ``.txt`` file listing one of those per line (relative paths from the list's
+    folder when not found from the working directory). Raises ValueError for URLs, streams and webcams (nothing is
+    downloaded or opened from a network) and FileNotFoundError, naming the path, for anything missing.
+    """
+    text = str(source).strip()
+    if _URL.match(text):
+        raise ValueError(f"--source {text}: URLs and streams are not supported (nothing is downloaded); "
+                         "download the file yourself and pass its local path")
+    path = Path(text).expanduser()
+    if not path.exists() and text.isdigit():
+        raise ValueError(f"--source {text}: webcams are not supported; pass an image, directory, glob, .txt list "
+                         "or video file")
+    if not path.exists() and any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        files = [p for p in files if _is_media(p)]
+        if not files:
+            raise FileNotFoundError(f"--source {text}: no images or videos match this pattern")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"--source {text}: no such file or directory")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _is_media(p))
+        if not files:
+            raise FileNotFoundError(f"--source {text}: the directory holds no images or videos "
+                                    f"({', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})")
+        return files
+    if path.suffix.lower() == ".txt":
+        return [f for line in path.read_text().splitlines() if line.strip()
+                for f in _listed(line.strip(), path)]
+    if not _is_media(path):
+        raise ValueError(f"--source {text}: not an image or video file (suffix {path.suffix or 'none'!r})")
+    return [path]
+
+
+def _is_media(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def _listed(entry: str, listing: Path) -> list[Path]:
+    """The files one line of a ``.txt`` list names (a file, directory or glob; relative to the list's folder
+    when not found from the working directory). Lists inside lists are not followed."""
+    path = Path(entry).expanduser()
+    if not path.is_absolute() and not path.exists() and not _URL.match(entry):
+        beside = listing.parent / path
+        if beside.exists() or glob.glob(str(beside)):
+            entry = str(beside)
+    if Path(entry).suffix.lower() == ".txt":
+        raise ValueError(f"{listing}: {entry}: a list inside a list is not supported")
+    try:
+        return list_sources(entry)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"{listing}: {str(e).removeprefix('--source ')}") from None
+
+
+def _frames(files: Sequence[Path]) -> Iterator[tuple[int, Path, int | None, int, np.ndarray | None, Any]]:
+    """(file number, file, video frame (1-based) or None, frames in the video, BGR image, capture) for every
+    image and video frame; the image is None for a file that cannot be read."""
+    for number, path in enumerate(files, 1):
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            yield number, path, None, 0, cv2.imread(str(path)), None
+            continue
+        cap = cv2.VideoCapture(str(path))
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            frame = 0
+            while cap.isOpened():
+                ok, image = cap.read()
+                if not ok:
+                    break
+                frame += 1
+                yield number, path, frame, count, image, cap
+            if frame == 0:
+                yield number, path, None, 0, None, None
+        finally:
+            cap.release()
+
+
+# --------------------------------------------------------------------------------------------- inference
+
+def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[np.ndarray, tuple]:
+    """Resize ``image`` so its longer side is ``imgsz`` and pad (grey, centred) to the next multiple of ``stride``.
+
+    Returns the padded image and ``ratio_pad = ((gain, gain), (pad_x, pad_y))`` with the half-paddings as
+    floats, the form ``scale_boxes`` and ``unletterbox_*`` take; odd paddings put the extra pixel at the
+    bottom/right, as the training letterbox does.
+    """
+    h0, w0 = image.shape[:2]
+    gain = min(imgsz / h0, imgsz / w0)
+    w, h = max(round(w0 * gain), 1), max(round(h0 * gain), 1)
+    pad_x, pad_y = ((-w) % stride) / 2, ((-h) % stride) / 2
+    if (w, h) != (w0, h0):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
+    bottom, right = round(pad_y + 0.1), round(pad_x + 0.1)
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    return image, ((gain, gain), (pad_x, pad_y))
+
+
+class Detector:
+    """A loaded model plus inference settings; ``detector(image_bgr)`` -> one result dict (no files written)."""
+
+    def __init__(self, weights: str | Path | nn.Module, imgsz: int = 640, conf_thres: float = 0.25,
+                 iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
+                 classes: Sequence[int] | None = None, agnostic_nms: bool = False):
+        self.device = device if isinstance(device, torch.device) else select_device(device)
+        if isinstance(weights, nn.Module):
+            self.model = weights.to(self.device).eval()
+        else:
+            from ..weights import load_model
+
+            self.model = load_model(weights, device=self.device)
+        heads = getattr(self.model, "heads", {})
+        if "det" not in heads:
+            raise ValueError(f"detect needs a model with a detection head; this one has {sorted(heads) or 'none'}")
+        self.names: dict[int, str] = dict(getattr(self.model, "names", {}) or {})
+        self.stride = max(int(torch.as_tensor(self.model.stride).max()), 1)
+        self.imgsz = math.ceil(imgsz / self.stride) * self.stride
+        if self.imgsz != imgsz:
+            print(f"WARNING: --imgsz {imgsz} must be a multiple of the max stride {self.stride}, using {self.imgsz}",
+                  file=sys.stderr)
+        self.conf_thres, self.iou_thres, self.max_det = conf_thres, iou_thres, max_det
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.agnostic = agnostic_nms
+        self.kpt_shape = None
+        if "kpt" in heads:
+            self.kpt_shape = getattr(self.model.model[heads["kpt"]], "kpt_shape", None) or self.model.kpt_shape
+        self.skeleton = _skeleton_of(self.model)
+        self.times = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
+        self.seen = 0
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        padded, ratio_pad = letterbox(image, self.imgsz, self.stride)
+        x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(self.device)
+        x = x.float()[None] / 255
+        t1 = time.perf_counter()
+        outputs = self.model(x)
+        t2 = time.perf_counter()
+        if self.classes is not None:
+            outputs = self._keep_classes(outputs)
+        det = postprocess(outputs, self.conf_thres, self.iou_thres, nc=getattr(self.model, "nc", None),
+                          agnostic=self.agnostic, max_det=self.max_det, kpt_shape=self.kpt_shape)[0]
+        t3 = time.perf_counter()
+        self.times["preprocess"] += t1 - t0
+        self.times["inference"] += t2 - t1
+        self.times["nms"] += t3 - t2
+        self.seen += 1
+
+        shape0, shape = image.shape[:2], tuple(x.shape[2:])
+        result: dict[str, Any] = {
+            "im_file": None, "frame": None, "shape": tuple(shape0), "input_shape": shape,
+            "boxes": scale_boxes(det.boxes.float(), shape, shape0, ratio_pad).cpu(),
+            "conf": det.conf.float().cpu(), "cls": det.cls.long().cpu(), "inference_ms": (t2 - t1) * 1000}
+        if det.coefficients is not None and det.protos is not None:
+            result["masks"] = _original_masks(det, shape, shape0, ratio_pad)
+        if det.keypoints is not None:
+            result["keypoints"] = unletterbox_points(det.keypoints.float(), shape0, shape, ratio_pad).cpu()
+        if det.image_classes is not None:
+            result["image_classes"] = det.image_classes.float().cpu()
+        return result
+
+    def _keep_classes(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Drop, before NMS, every anchor whose best class is not wanted (stock's ``--classes``: a box is not
+        relabelled as its best allowed class, it goes)."""
+        det = outputs["det"]
+        decoded = (det[0] if isinstance(det, (tuple, list)) else det).clone()
+        nc = decoded.shape[-1] - 5
+        wanted = torch.zeros(nc, dtype=torch.bool, device=decoded.device)
+        wanted[[c for c in self.classes if 0 <= c < nc]] = True
+        decoded[..., 4] *= wanted[decoded[..., 5:].argmax(-1)]
+        return {**outputs, "det": (decoded, *det[1:]) if isinstance(det, (tuple, list)) else decoded}
+
+    def speed_line(self) -> str:
+        t = {k: v * 1000 / max(self.seen, 1) for k, v in self.times.items()}
+        return (f"Speed: {t['preprocess']:.1f}ms pre-process, {t['inference']:.1f}ms inference, {t['nms']:.1f}ms NMS "
+                f"per image at shape (1, 3, {self.imgsz}, {self.imgsz})")
+
+
+def _original_masks(det: Any, shape: tuple, shape0: tuple, ratio_pad: tuple, chunk: int = 32) -> torch.Tensor:
+    """(n, h0, w0) bool masks on the original image, made ``chunk`` instances at a time so the float
+    intermediates (n x image size each) stay small however many instances an image holds."""
+    parts = [torch.zeros((0, *shape0), dtype=torch.bool)]
+    for i in range(0, len(det), chunk):
+        masks = assemble_masks(det.protos, det.coefficients[i:i + chunk], det.boxes[i:i + chunk], shape)
+        parts.append(unletterbox_masks(masks, shape0, ratio_pad).cpu())
+    return torch.cat(parts)
+
+
+def _skeleton_of(model: nn.Module) -> list[tuple[int, int]] | None:
+    """Keypoint pairs to join, if the model's config names a ``skeleton`` (0-based keypoint indices)."""
+    pairs = getattr(model, "skeleton", None) or (getattr(model, "yaml", None) or {}).get("skeleton")
+    try:
+        return [(int(a), int(b)) for a, b in pairs] if pairs else None
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+
+def draw(image: np.ndarray, result: dict[str, Any], names: dict[int, str] | Sequence[str] | None = None,
+         line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False,
+         skeleton: Sequence[Sequence[int]] | None = None, kpt_threshold: float = 0.5,
+         mask_alpha: float = 0.5) -> np.ndarray:
+    """A copy of ``image`` (BGR, the original the result refers to) with the result drawn on it.
+
+    Masks as translucent class-coloured fills, boxes with class-coloured labels, keypoints as dots (those with
+    a visibility probability <= ``kpt_threshold`` left out) joined by ``skeleton`` pairs, and image-level class
+    probabilities in the top-left corner. Text is cv2's built-in Hershey font: no font file is loaded.
+    """
+    im = image.copy()
+    names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names or {})
+    h0, w0 = im.shape[:2]
+    lw = line_thickness or max(round((h0 + w0) / 2 * 0.003), 2)
+    cls = [int(c) for c in result["cls"]]
+    masks = result.get("masks")
+    if masks is not None and len(masks):
+        for j in reversed(range(len(cls))):  # best detection painted last, on top
+            m, c = masks[j], cls[j]
+            region = (m.numpy() if torch.is_tensor(m) else np.asarray(m)).astype(bool)
+            if region.shape != (h0, w0):
+                continue
+            im[region] = (im[region] * (1 - mask_alpha) + np.array(colour(c)) * mask_alpha).astype(np.uint8)
+    for box, conf, c in zip(_rows(result["boxes"]), _rows(result["conf"]), cls):
+        p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
+        cv2.rectangle(im, p1, p2, colour(c), lw, cv2.LINE_AA)
+        if not hide_labels:
+            label = names.get(c, str(c)) + ("" if hide_conf else f" {float(conf):.2f}")
+            _label(im, label, p1, colour(c), lw)
+    keypoints = result.get("keypoints")
+    if keypoints is not None and len(keypoints):
+        radius = max(lw, 2)
+        for kpts in _rows(keypoints):
+            kpts = np.asarray(kpts, dtype=np.float64)
+            seen = kpts[:, 2] > kpt_threshold if kpts.shape[1] > 2 else np.ones(len(kpts), bool)
+            for a, b in skeleton or ():
+                if 0 <= a < len(kpts) and 0 <= b < len(kpts) and seen[a] and seen[b]:
+                    cv2.line(im, _pt(kpts[a]), _pt(kpts[b]), colour(a + 5), max(lw // 2, 1), cv2.LINE_AA)
+            for k, (point, visible) in enumerate(zip(kpts, seen)):
+                if visible:
+                    cv2.circle(im, _pt(point), radius, colour(k + 5), -1, cv2.LINE_AA)
+    probs = result.get("image_classes")
+    if probs is not None and len(probs):
+        _class_list(im, probs, names, lw)
+    return im
+
+
+def _rows(x: Any) -> list:
+    return x.tolist() if hasattr(x, "tolist") else list(x)
+
+
+def _pt(point: Sequence[float]) -> tuple[int, int]:
+    return int(round(float(point[0]))), int(round(float(point[1])))
+
+
+def _text_contrast(bg: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``bg`` (BGR)."""
+    b, g, r = bg
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
+def _label(im: np.ndarray, text: str, corner: tuple[int, int], bg: tuple[int, int, int], lw: int) -> None:
+    """``text`` on a filled ``bg`` tab above the box corner (inside the box when there is no room above)."""
+    scale, thick = lw / 3, max(lw - 1, 1)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x, y = corner
+    above = y - th - base - 3 >= 0
+    top = y - th - base - 3 if above else y
+    cv2.rectangle(im, (x, top), (x + tw + 2, top + th + base + 3), bg, -1, cv2.LINE_AA)
+    cv2.putText(im, text, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_contrast(bg), thick,
+                cv2.LINE_AA)
+
+
+def _class_list(im: np.ndarray, probs: Any, names: dict[int, str], lw: int, top_k: int = 5) -> None:
+    """The ``top_k`` image-level classes with their probabilities, one per line, in the top-left corner."""
+    p = torch.as_tensor(probs).float()
+    order = p.argsort(descending=True)[:top_k].tolist()
+    scale, thick = lw / 3, max(lw - 1, 1)
+    y = 0
+    for i in order:
+        text = f"{names.get(i, str(i))} {float(p[i]):.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        cv2.rectangle(im, (0, y), (tw + 8, y + th + base + 6), (255, 255, 255), -1)
+        cv2.putText(im, text, (4, y + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+        y += th + base + 6
+
+
+# ------------------------------------------------------------------------------------------ label files
+
+def label_lines(result: dict[str, Any], save_conf: bool = False) -> list[str]:
+    """YOLO txt lines of a result, normalised by the original image size, in this package's label forms.
+
+    ``cls cx cy w h``; with keypoints ``... kx ky v`` per keypoint (``v`` 2 = visible, 0 = not: probability
+    > 0.5, else the keypoint is written ``0 0 0`` as labels mark absent ones; just ``kx ky`` when the model
+    predicts no visibility); with masks the largest outer contour of each mask as a polygon: ``cls x1 y1 x2
+    y2 ...`` (segmentation only) or after the keypoints (the multi-task line, see ``data.labels``). An
+    instance whose mask is empty keeps its box. ``save_conf`` appends the confidence (the line is then a
+    prediction record, no longer a training label).
+    """
+    h0, w0 = result["shape"]
+    scale = np.array([w0, h0], dtype=np.float64)
+    boxes = np.asarray(_rows(result["boxes"]), dtype=np.float64).reshape(-1, 4)
+    masks, keypoints = result.get("masks"), result.get("keypoints")
+    lines = []
+    for j, (c, conf) in enumerate(zip(_rows(result["cls"]), _rows(result["conf"]))):
+        x1, y1, x2, y2 = boxes[j]
+        box = [(x1 + x2) / 2 / w0, (y1 + y2) / 2 / h0, (x2 - x1) / w0, (y2 - y1) / h0]
+        polygon = _largest_contour(masks[j]) / scale if masks is not None else None
+        if polygon is not None and not len(polygon):
+            polygon = None  # empty mask: fall back to the box
+        values: list[float] = []
+        if keypoints is not None:
+            kpts = np.asarray(_rows(keypoints[j]), dtype=np.float64)
+            xy = kpts[:, :2] / scale
+            if kpts.shape[1] > 2:
+                visible = kpts[:, 2] > 0.5
+                xyv = np.concatenate([xy, np.where(visible, 2.0, 0.0)[:, None]], 1)
+                xyv[~visible] = 0
+                values = box + xyv.ravel().tolist()
+            else:
+                values = box + xy.ravel().tolist()
+            if polygon is not None:
+                values += polygon.ravel().tolist()
+        elif polygon is not None:
+            values = polygon.ravel().tolist()
+        else:
+            values = box
+        if save_conf:
+            values = values + [float(conf)]
+        lines.append(" ".join([str(int(c))] + [f"{v:.6g}" for v in values]))
+    return lines
+
+
+def _largest_contour(mask: Any) -> np.ndarray:
+    """(M, 2) x, y pixel points of the mask's largest outer contour (by area); (0, 2) if it has < 3 points."""
+    m = (mask.numpy() if torch.is_tensor(mask) else np.asarray(mask)).astype(np.uint8)
+    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = [c for c in contours if len(c) >= 3]
+    if not contours:
+        return np.zeros((0, 2))
+    return max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+
+
+# -------------------------------------------------------------------------------------------------- runs
+
+def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640, conf_thres: float = 0.25,
+                iou_thres: float = 0.45, max_det: int = 1000, device: str = "", classes: Sequence[int] | None = None,
+                agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
+                project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
+                line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
+                verbose: bool = False) -> Iterator[dict[str, Any]]:
+    """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result."""
+    files = list_sources(source)  # before loading the model: a bad source fails fast
+    detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms)
+    names = detector.names
+    save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt else None
+    if save_txt:
+        (save_dir / "labels").mkdir(exist_ok=True)
+    writers: dict[Path, tuple[cv2.VideoWriter, Path]] = {}
+    skipped = []
+    try:
+        for index, path, frame, count, image, cap in _frames(files):
+            if image is None:
+                skipped.append(path)
+                print(f"WARNING: skipping {path}: not a readable image or video", file=sys.stderr)
+                continue
+            result = detector(image)
+            result["im_file"], result["frame"] = str(path), frame
+            result["save_path"] = result["txt_path"] = None
+            if save_dir is not None:
+                stem = path.stem if frame is None else f"{path.stem}_{frame}"
+                if save:
+                    drawn = draw(image, result, names, line_thickness, hide_labels, hide_conf, detector.skeleton)
+                    if frame is None:
+                        result["save_path"] = str(save_dir / path.name)
+                        cv2.imwrite(result["save_path"], drawn)
+                    else:
+                        writer, out = _video_writer(writers, save_dir, path, cap, drawn)
+                        writer.write(drawn)
+                        result["save_path"] = str(out)
+                if save_txt and len(result["cls"]):
+                    result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
+                    Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
+            if verbose:
+                where = f"image {index}/{len(files)}" if frame is None else \
+                    f"video {index}/{len(files)} (frame {frame}/{count})"
+                print(f"{where} {path}: {result['input_shape'][0]}x{result['input_shape'][1]} "
+                      f"{summary(result, names) or '(no detections),'} {result['inference_ms']:.1f}ms")
+            yield result
+    finally:
+        for writer, _ in writers.values():
+            writer.release()
+    if verbose:
+        print(detector.speed_line())
+        if skipped:
+            print(f"{len(skipped)} unreadable file{'s' * (len(skipped) > 1)} skipped")
+        if save_dir is not None:
+            print(f"Results saved to {save_dir}")
+            if save_txt:
+                n = len(list((save_dir / "labels").glob("*.txt")))
+                print(f"{n} label{'s' * (n != 1)} saved to {save_dir / 'labels'}")
+
+
+def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640, conf_thres: float = 0.25,
+           iou_thres: float = 0.45, max_det: int = 1000, device: str = "", classes: Sequence[int] | None = None,
+           agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
+           project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
+           line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
+           verbose: bool = False) -> list[dict[str, Any]]:
+    """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
+
+    Returns one result dict per image or frame (see the module docstring), in original-image pixels.
+    Nothing is written unless ``save`` (annotated images / videos) or ``save_txt`` (YOLO label files) is set,
+    into ``project/name`` (incremented: exp, exp2, ...). Unreadable files are skipped with a warning.
+    Every result (masks included) is kept in memory: for long videos iterate :func:`iter_detect` instead.
+    """
+    return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
+                            save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
+                            hide_conf, verbose))
+
+
+def summary(result: dict[str, Any], names: dict[int, str]) -> str:
+    """Stock's per-image count: ``2 circles, 1 star,`` (classes in index order)."""
+    counts = torch.bincount(torch.as_tensor(result["cls"]).long()) if len(result["cls"]) else torch.zeros(0)
+    return " ".join(f"{n} {names.get(c, str(c))}{'s' * (n > 1)}," for c, n in enumerate(counts.tolist()) if n)
+
+
+def _video_writer(writers: dict, save_dir: Path, path: Path, cap: Any, frame: np.ndarray
+                  ) -> tuple[cv2.VideoWriter, Path]:
+    """The annotated copy of video ``path`` (``<stem>.mp4``, the source's frame rate), opened on first use."""
+    if path not in writers:
+        fps = cap.get(cv2.CAP_PROP_FPS) if cap is not None else 0
+        out = save_dir / f"{path.stem}.mp4"
+        h, w = frame.shape[:2]
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 30, (w, h))
+        if not writer.isOpened():
+            raise RuntimeError(f"cannot write video {out}: this OpenCV build has no mp4v encoder")
+        writers[path] = (writer, out)
+    return writers[path]

@@ -1,0 +1,63 @@
+"""Keypoint loss of the pose branch (YOLO-Pose's): per assigned anchor, 1 - OKS per labelled keypoint
+(scale-normalised by the target box area, per-keypoint sigmas) and BCE on the visibility logit.
+
+Keypoints with v = 0 are unlabelled: they add nothing to the OKS term and are visibility negatives;
+instances without any labelled keypoint add nothing at all (partial labels).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .assign import LevelAssignment
+
+COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87,
+                        0.89, 0.89]) / 10.0  # the COCO person keypoints' per-keypoint sigmas
+
+
+def keypoint_sigmas(k: int, sigmas: Sequence[float] | None = None) -> np.ndarray:
+    """Per-keypoint OKS sigmas: given ones, COCO's for 17 keypoints, else 1/K each (ultralytics' convention)."""
+    if sigmas is not None:
+        if len(sigmas) != k:
+            raise ValueError(f"kpt_sigmas has {len(sigmas)} values but there are {k} keypoints")
+        return np.asarray(sigmas, dtype=np.float64)
+    return COCO_SIGMAS.copy() if k == 17 else np.full(k, 1.0 / k)
+
+
+def keypoint_terms(maps: Sequence[Tensor], assignments: Sequence[LevelAssignment], keypoints: Tensor,
+                   sigmas: Tensor) -> dict[str, Tensor]:
+    """Ungained ``kpt`` (1 - OKS) and ``kobj`` (visibility BCE) losses summed over levels.
+
+    ``maps`` are the raw branch outputs (bs, na, ny, nx, K*D); ``keypoints`` (n, K, 3) are the targets'
+    normalised x, y and visibility, indexed by ``assignment.instance``.
+    """
+    zero = maps[0].new_zeros(())
+    kpt, kobj = zero, zero
+    keypoints = keypoints.to(maps[0].device, maps[0].dtype)
+    labelled = keypoints[..., 2] > 0  # (n, K)
+    sigmas = sigmas.to(maps[0])
+    for p, a in zip(maps, assignments):
+        use = labelled[a.instance].any(1)
+        if not use.any():
+            continue
+        ny, nx = p.shape[2:4]
+        raw = p[a.batch[use], a.anchor[use], a.gj[use], a.gi[use]]
+        k = keypoints.shape[1]
+        raw = raw.view(len(raw), k, -1)
+        visible = labelled[a.instance[use]]  # (m, K)
+        cell = torch.stack((a.gi[use], a.gj[use]), 1).to(raw).unsqueeze(1)
+        true_xy = keypoints[a.instance[use], :, :2] * torch.tensor([nx, ny], device=p.device, dtype=p.dtype) - cell
+        pred_xy = raw[..., :2] * 2 - 0.5
+        d2 = (pred_xy - true_xy).pow(2).sum(-1)
+        area = a.box[use, 2:4].prod(1, keepdim=True)  # target box area in grid units
+        e = d2 / ((2 * sigmas) ** 2 * (area + 1e-9) * 2)
+        per_instance_scale = k / visible.sum(1, keepdim=True).clamp(min=1)
+        kpt = kpt + (per_instance_scale * (1 - torch.exp(-e)) * visible).mean()
+        if raw.shape[-1] == 3:
+            kobj = kobj + F.binary_cross_entropy_with_logits(raw[..., 2], visible.to(raw.dtype))
+    return {"kpt": kpt, "kobj": kobj}
