@@ -113,7 +113,7 @@ def test_fixed_balance_is_the_plain_sum_and_uncertainty_starts_there():
     assert total == pytest.approx(0.25) and weights == {}
     balance = TaskBalance("uncertainty", ["det", "seg"])
     total, weights = balance(losses)
-    assert float(total) == pytest.approx(0.25) and weights == {"det": 1.0, "seg": 1.0}
+    assert float(total.detach()) == pytest.approx(0.25) and weights == {"det": 1.0, "seg": 1.0}
     total.backward()
     assert balance.log_vars.grad is not None
 

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from .predict import assemble_masks
+
 _PALETTE = np.array([(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
                      (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
                      (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
@@ -65,15 +67,27 @@ def _draw_instances(tile: np.ndarray, inst: dict[str, torch.Tensor], names: dict
                     cv2.circle(tile, centre, 3, colour(k + 5), -1 if v == 2 else 1, cv2.LINE_AA)
 
 
-def predictions_as_batch(batch: dict[str, Any], preds: list[torch.Tensor], conf: float = 0.25) -> dict[str, Any]:
-    """The batch's images with NMS output (xyxy pixels, conf, cls) in place of its labels, for drawing."""
+def predictions_as_batch(batch: dict[str, Any], dets: list, conf: float = 0.25) -> dict[str, Any]:
+    """The batch's images with predictions (:class:`~yolostitch.engine.predict.Detections`, network-input pixels)
+    in place of its labels, masks and keypoints included, for drawing."""
     h, w = batch["img"].shape[2:]
-    rows = [(i, p[p[:, 4] > conf].cpu()) for i, p in enumerate(preds)]
-    boxes = torch.cat([p[:, :4] for _, p in rows]) if rows else torch.zeros((0, 4))
+    kept = [(i, d, d.conf > conf) for i, d in enumerate(dets)]
+    boxes = torch.cat([d.boxes[k].cpu() for _, d, k in kept]) if kept else torch.zeros((0, 4))
     xywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / torch.tensor([w, h, w, h])
-    return {"img": batch["img"], "bboxes": xywh, "cls": torch.cat([p[:, 5] for _, p in rows]).long(),
-            "conf": torch.cat([p[:, 4] for _, p in rows]),
-            "batch_idx": torch.cat([torch.full((len(p),), i) for i, p in rows])}
+    out = {"img": batch["img"], "bboxes": xywh, "cls": torch.cat([d.cls[k].cpu() for _, d, k in kept]).long(),
+           "conf": torch.cat([d.conf[k].cpu() for _, d, k in kept]),
+           "batch_idx": torch.cat([torch.full((int(k.sum()),), i) for i, _, k in kept])}
+    if kept and kept[0][1].coefficients is not None:
+        out["masks"] = torch.cat([assemble_masks(d.protos, d.coefficients[k], d.boxes[k], (h, w)).cpu()
+                                  for _, d, k in kept]).to(torch.uint8)
+        out["has_mask"] = torch.ones(len(out["cls"]), dtype=torch.bool)
+    if kept and kept[0][1].keypoints is not None:
+        points = torch.cat([d.keypoints[k].cpu() for _, d, k in kept]).clone()
+        points[..., :2] /= torch.tensor([w, h])
+        if points.shape[-1] == 3:  # visibility probability -> drawn filled when likely visible, else not drawn
+            points[..., 2] = (points[..., 2] > 0.5).float() * 2
+        out["keypoints"] = points
+    return out
 
 
 def plot_label_statistics(labels: list, names: dict[int, str], path: str | Path) -> Path | None:

@@ -46,6 +46,16 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres:
     return out
 
 
+def letterbox_gain_pad(from_shape: Sequence[int], to_shape: Sequence[int],
+                       ratio_pad: tuple | None = None) -> tuple[float, tuple[float, float]]:
+    """(gain, (pad_x, pad_y)) of the letterbox that took an image of ``to_shape`` (h0, w0) to ``from_shape``
+    (h, w): ``ratio_pad`` as the letterbox reported it, else recomputed (centred padding)."""
+    if ratio_pad is not None:
+        return ratio_pad[0][0], tuple(ratio_pad[1])
+    gain = min(from_shape[0] / to_shape[0], from_shape[1] / to_shape[1])
+    return gain, ((from_shape[1] - to_shape[1] * gain) / 2, (from_shape[0] - to_shape[0] * gain) / 2)
+
+
 def scale_boxes(boxes: torch.Tensor, from_shape: Sequence[int], to_shape: Sequence[int],
                 ratio_pad: tuple | None = None) -> torch.Tensor:
     """Map xyxy boxes from the network image (h, w) back to the original image (h0, w0), clipped to it.
@@ -53,11 +63,7 @@ def scale_boxes(boxes: torch.Tensor, from_shape: Sequence[int], to_shape: Sequen
     ``ratio_pad`` is the ((gain_h, gain_w), (pad_left, pad_top)) the letterbox reported; without it the
     letterbox is recomputed from the two shapes.
     """
-    if ratio_pad is None:
-        gain = min(from_shape[0] / to_shape[0], from_shape[1] / to_shape[1])
-        pad = ((from_shape[1] - to_shape[1] * gain) / 2, (from_shape[0] - to_shape[0] * gain) / 2)
-    else:
-        gain, pad = ratio_pad[0][0], ratio_pad[1]
+    gain, pad = letterbox_gain_pad(from_shape, to_shape, ratio_pad)
     boxes = boxes.clone()
     boxes[:, [0, 2]] -= pad[0]
     boxes[:, [1, 3]] -= pad[1]

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .postprocess import non_max_suppression
+from .postprocess import letterbox_gain_pad, non_max_suppression
 
 
 @dataclass
@@ -94,11 +94,7 @@ def assemble_masks(protos: torch.Tensor, coefficients: torch.Tensor, boxes: torc
 def image_region(size: Sequence[int], shape0: Sequence[int], ratio_pad: tuple | None = None) -> tuple[slice, slice]:
     """Rows and columns of the letterboxed network input (``size`` h, w) that show the original image."""
     h, w = int(size[0]), int(size[1])
-    if ratio_pad is None:
-        gain = min(h / shape0[0], w / shape0[1])
-        pad = ((w - shape0[1] * gain) / 2, (h - shape0[0] * gain) / 2)
-    else:
-        pad = ratio_pad[1]
+    _, pad = letterbox_gain_pad((h, w), shape0, ratio_pad)
     top, left = int(round(pad[1] - 0.1)), int(round(pad[0] - 0.1))
     bottom, right = int(round(h - pad[1] + 0.1)), int(round(w - pad[0] + 0.1))
     return slice(top, bottom), slice(left, right)
@@ -118,11 +114,7 @@ def unletterbox_masks(masks: torch.Tensor, shape0: Sequence[int], ratio_pad: tup
 def unletterbox_points(points: torch.Tensor, shape0: Sequence[int], from_shape: Sequence[int],
                        ratio_pad: tuple | None = None) -> torch.Tensor:
     """Keypoints (..., >=2) x, y on the network input -> original-image pixels (clipped); other columns kept."""
-    if ratio_pad is None:
-        gain = min(from_shape[0] / shape0[0], from_shape[1] / shape0[1])
-        pad = ((from_shape[1] - shape0[1] * gain) / 2, (from_shape[0] - shape0[0] * gain) / 2)
-    else:
-        gain, pad = ratio_pad[0][0], ratio_pad[1]
+    gain, pad = letterbox_gain_pad(from_shape, shape0, ratio_pad)
     out = points.clone()
     out[..., 0] = ((out[..., 0] - pad[0]) / gain).clamp(0, shape0[1])
     out[..., 1] = ((out[..., 1] - pad[1]) / gain).clamp(0, shape0[0])

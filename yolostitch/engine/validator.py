@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch.utils.data import DataLoader
 
 from ..data.config import load_data_config
@@ -20,7 +21,7 @@ from .coco_records import box_records, encode_masks, image_id_of, keypoint_recor
 from .metrics import DetectionStats, keypoint_oks, mask_iou
 from .plots import draw_batch, predictions_as_batch
 from .postprocess import scale_boxes, xywh2xyxy
-from .predict import image_region, postprocess, unletterbox_masks, unletterbox_points
+from .predict import assemble_masks, image_region, postprocess, unletterbox_masks, unletterbox_points
 from .runs import increment_path, select_device
 
 
@@ -73,8 +74,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         times["nms"] += t3 - t2
         if plot_dir is not None and seen == 0:
             draw_batch(batch, plot_dir / "val_batch0_labels.jpg", model.names)
-            draw_batch(predictions_as_batch(batch, [d.as_rows() for d in dets]), plot_dir / "val_batch0_pred.jpg",
-                       model.names)
+            draw_batch(predictions_as_batch(batch, dets), plot_dir / "val_batch0_pred.jpg", model.names)
         h, w = images.shape[2:]
         scale = torch.tensor([w, h, w, h])
         for i, det in enumerate(dets):
@@ -87,15 +87,11 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
             stats["box"].add(rows, scale_boxes(true_input, (h, w), shape0, ratio_pad), true_cls)
             kept = {"boxes": rows[:, :4], "conf": rows[:, 4], "cls": rows[:, 5]}
             if "mask" in stats:
-                pred_masks = det.masks((h, w))
-                inside = torch.zeros((h, w), dtype=torch.bool, device=pred_masks.device)
-                inside[image_region((h, w), shape0, ratio_pad)] = True
-                pred_masks &= inside  # pixels on the letterbox padding are not part of any object
-                true_masks = _upsampled(batch["masks"][keep], (h, w)) if "masks" in batch else \
-                    torch.zeros((int(keep.sum()), h, w), dtype=torch.bool)
-                has_mask = batch["has_mask"][keep] if "has_mask" in batch else torch.zeros(len(true_cls), dtype=torch.bool)
-                stats["mask"].add_scores(mask_iou(true_masks, pred_masks.cpu()), det.conf, det.cls, true_cls, ~has_mask)
+                iou, ignore = _mask_scores(det, batch, keep, true_input, (h, w), shape0, ratio_pad)
+                stats["mask"].add_scores(iou, det.conf, det.cls, true_cls, ignore)
                 if on_image is not None:
+                    pred_masks = det.masks((h, w))
+                    pred_masks[:, ~_image_area((h, w), shape0, ratio_pad).to(pred_masks.device)] = False
                     kept["masks"] = unletterbox_masks(pred_masks.cpu(), shape0, ratio_pad)
             if "pose" in stats:
                 true_kpts = batch["keypoints"][keep].clone() if "keypoints" in batch else \
@@ -146,6 +142,33 @@ def fitness(metrics: dict[str, float]) -> float:
     scores = [0.1 * metrics[f"{p}_map50"] + 0.9 * metrics[f"{p}_map"] for p in TASK_PREFIX.values()
               if f"{p}_map" in metrics]
     return sum(scores) / len(scores) if scores else 0.0
+
+
+def _image_area(size: tuple[int, int], shape0, ratio_pad) -> torch.Tensor:
+    inside = torch.zeros(size, dtype=torch.bool)
+    inside[image_region(size, shape0, ratio_pad)] = True
+    return inside
+
+
+def _mask_scores(det, batch: dict[str, Any], keep: torch.Tensor, true_boxes: torch.Tensor, size: tuple[int, int],
+                 shape0, ratio_pad) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask IoU (labels, predictions), labels to ignore) for one image, on the network input.
+
+    Masks are cropped to their boxes, so a prediction whose box misses every same-class label box has IoU 0 with
+    all of them: only the others are assembled (an untrained model's 300 low-confidence boxes mostly miss).
+    Pixels on the letterbox padding belong to no object. Labels without a polygon are ignored.
+    """
+    n_true, boxes, cls = len(true_boxes), det.boxes.cpu(), det.cls.cpu()
+    iou = torch.zeros((n_true, len(boxes)))
+    has_mask = batch["has_mask"][keep] if "has_mask" in batch else torch.zeros(n_true, dtype=torch.bool)
+    if n_true and len(boxes) and "masks" in batch:
+        near = (torchvision.ops.box_iou(true_boxes, boxes) > 0) & (batch["cls"][keep][:, None] == cls[None])
+        candidates = near.any(0).nonzero().view(-1)
+        if len(candidates):
+            pred = assemble_masks(det.protos, det.coefficients[candidates], det.boxes[candidates], size).cpu()
+            pred &= _image_area(size, shape0, ratio_pad)
+            iou[:, candidates] = mask_iou(_upsampled(batch["masks"][keep], size), pred)
+    return iou, ~has_mask
 
 
 def _upsampled(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,7 +8,7 @@ so stock checkpoints load unchanged. Decoding follows stock: ``xy = (2*sigmoid -
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -22,7 +22,6 @@ class Detect(PerAnchorHead):
     """Per-level 1x1 convs predicting, per anchor, box (4), objectness (1) and class scores (nc)."""
 
     task = "det"
-    export = False  # when True, inference returns the decoded tensor only (exported graphs)
 
     def __init__(self, nc: int, anchors: Sequence[Sequence[float]], channels: Sequence[int],
                  strides: Sequence[int]):
@@ -62,14 +61,6 @@ class Detect(PerAnchorHead):
                 b[:, 5:5 + self.nc] += math.log(0.6 / (self.nc - 0.99999))
             else:
                 b[:, 5:5 + self.nc] += torch.log(class_frequency / class_frequency.sum())
-
-    def forward(self, features: list[torch.Tensor]) -> Any:
-        """Training: list of raw maps (bs, na, ny, nx, no). Inference: (decoded (bs, N, no), raw maps)."""
-        maps = self.raw_maps(features)
-        if self.training:
-            return maps
-        decoded = self.flatten([self.decode(i, p) for i, p in enumerate(maps)])
-        return decoded if self.export else (decoded, maps)
 
     def decode(self, level: int, p: torch.Tensor) -> torch.Tensor:
         """Raw map (bs, na, ny, nx, no) -> boxes xywh in input pixels, objectness and class probabilities."""

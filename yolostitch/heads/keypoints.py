@@ -9,7 +9,7 @@ same anchors as the detection, so the detection assignment and NMS carry them::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -24,7 +24,6 @@ class Keypoints(PerAnchorHead):
     decoded holds x, y in input pixels (and visibility probability when D == 3) per keypoint."""
 
     task = "kpt"
-    export = False
 
     def __init__(self, na: int, kpt_shape: Sequence[int], channels: Sequence[int], strides: Sequence[int]):
         k, d = int(kpt_shape[0]), int(kpt_shape[1])
@@ -41,13 +40,6 @@ class Keypoints(PerAnchorHead):
                 or shape[0] < 1 or shape[1] not in (2, 3)):
             raise row.error(f"Keypoints: kpt_shape must be [K, 2 or 3], got {shape!r}")
         return cls(na, shape, [s.channels for s in row.inputs], [s.stride for s in row.inputs]), None
-
-    def forward(self, features: list[torch.Tensor]) -> Any:
-        maps = self.raw_maps(features)
-        if self.training:
-            return maps
-        decoded = self.flatten([self.decode(i, p) for i, p in enumerate(maps)])
-        return decoded if self.export else (decoded, maps)
 
     def decode(self, level: int, p: torch.Tensor) -> torch.Tensor:
         k, d = self.kpt_shape

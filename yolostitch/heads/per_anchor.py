@@ -28,6 +28,20 @@ class PerAnchorHead(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in channels)
         self._cells: list[torch.Tensor] = []
 
+    export = False  # when True, inference returns the decoded rows only (exported graphs)
+
+    def forward(self, features: list[torch.Tensor]) -> Any:
+        """Training: raw maps [(bs, na, ny, nx, no)]. Inference: (decoded rows (bs, N, no), raw maps)."""
+        maps = self.raw_maps(features)
+        if self.training:
+            return maps
+        decoded = self.flatten([self.decode(i, p) for i, p in enumerate(maps)])
+        return decoded if self.export else (decoded, maps)
+
+    def decode(self, level: int, p: torch.Tensor) -> torch.Tensor:
+        """A level's raw map -> its decoded values (subclasses: boxes, keypoints); identity here."""
+        return p
+
     def raw_maps(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """One map per level, (bs, na, ny, nx, no)."""
         maps = []
