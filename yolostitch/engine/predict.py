@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..losses.segment import box_crop
 from .postprocess import letterbox_gain_pad, non_max_suppression
 
 
@@ -84,11 +85,7 @@ def assemble_masks(protos: torch.Tensor, coefficients: torch.Tensor, boxes: torc
         return torch.zeros((0, h, w), dtype=torch.bool, device=protos.device)
     logits = (coefficients @ protos.float().view(nm, -1)).view(-1, ph, pw)
     probs = F.interpolate(logits[None], (h, w), mode="bilinear", align_corners=False)[0].sigmoid_()
-    x = torch.arange(w, device=probs.device, dtype=boxes.dtype).view(1, 1, -1) + 0.5
-    y = torch.arange(h, device=probs.device, dtype=boxes.dtype).view(1, -1, 1) + 0.5
-    x1, y1, x2, y2 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
-    inside = (x >= x1) & (x < x2) & (y >= y1) & (y < y2)
-    return (probs > threshold) & inside
+    return (probs > threshold) & box_crop(boxes.to(probs), h, w)
 
 
 def image_region(size: Sequence[int], shape0: Sequence[int], ratio_pad: tuple | None = None) -> tuple[slice, slice]:

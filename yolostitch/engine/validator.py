@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch.utils.data import DataLoader
 
@@ -17,6 +16,7 @@ from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_ini
 from ..data.scan import scan_split
 from ..weights import load_model
 from ..losses import keypoint_sigmas
+from ..losses.segment import resize_masks
 from .coco_records import box_records, encode_masks, image_id_of, keypoint_records, mask_records
 from .metrics import DetectionStats, keypoint_oks, mask_iou
 from .plots import draw_batch, predictions_as_batch
@@ -167,14 +167,8 @@ def _mask_scores(det, batch: dict[str, Any], keep: torch.Tensor, true_boxes: tor
         if len(candidates):
             pred = assemble_masks(det.protos, det.coefficients[candidates], det.boxes[candidates], size).cpu()
             pred &= _image_area(size, shape0, ratio_pad)
-            iou[:, candidates] = mask_iou(_upsampled(batch["masks"][keep], size), pred)
+            iou[:, candidates] = mask_iou(resize_masks(batch["masks"][keep], size), pred)
     return iou, ~has_mask
-
-
-def _upsampled(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(masks.shape[-2:]) == tuple(size) or not len(masks):
-        return masks.bool().reshape(len(masks), *size) if len(masks) else torch.zeros((0, *size), dtype=torch.bool)
-    return F.interpolate(masks[None].float(), size, mode="bilinear", align_corners=False)[0] > 0.5
 
 
 def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size: int = 32, conf_thres: float = 0.001,

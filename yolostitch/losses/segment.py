@@ -13,12 +13,12 @@ from torch import Tensor
 from .assign import LevelAssignment
 
 
-def proto_targets(masks: Tensor, size: tuple[int, int]) -> Tensor:
-    """Instance masks (n, h, w) as float targets at the prototype resolution ``size``."""
-    masks = masks.float()
-    if tuple(masks.shape[-2:]) != tuple(size) and len(masks):
-        masks = F.interpolate(masks[None], size, mode="bilinear", align_corners=False)[0].gt(0.5).float()
-    return masks
+def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Instance masks (n, h, w) as bool masks of ``size`` (bilinear, then > 0.5 when the size changes)."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(masks.shape[-2:]) == size or not len(masks):
+        return masks.bool().reshape(len(masks), *size)
+    return F.interpolate(masks[None].float(), size, mode="bilinear", align_corners=False)[0] > 0.5
 
 
 def box_crop(boxes_xyxy: Tensor, height: int, width: int) -> Tensor:
@@ -37,7 +37,7 @@ def mask_term(coefficient_maps: Sequence[Tensor], protos: Tensor, assignments: S
     ``boxes`` (n, 4) are the targets' normalised xywh.
     """
     bs, nm, ph, pw = protos.shape
-    targets = proto_targets(masks.to(protos.device), (ph, pw))
+    targets = resize_masks(masks.to(protos.device), (ph, pw)).float()
     scale = torch.tensor([pw, ph, pw, ph], device=protos.device, dtype=protos.dtype)
     xyxy = torch.cat((boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2), 1).to(protos) * scale
     area = (boxes[:, 2] * boxes[:, 3]).to(protos).clamp(min=1e-6) * (ph * pw)  # box area in prototype pixels
