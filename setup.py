@@ -32,9 +32,12 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],  # export.py (ONNX, int8)
+        "timm": ["timm>=0.9"],  # extract.py --extractor timm:NAME
         # tests; the stock reference `yolov5==7.0.14` is installed apart with --no-deps (README): its
         # requirements pull PyPI `thop`, which breaks ultralytics-thop. pandas/seaborn are what it imports.
-        "dev": ["pytest>=7", "hypothesis>=6", "pandas", "seaborn"],
+        "dev": ["pytest>=7", "hypothesis>=6", "pandas", "seaborn", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript",
+                "timm>=0.9"],
     },
     entry_points={"console_scripts": ["yolostitch=yolostitch.cli:main"]},
 )

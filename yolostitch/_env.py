@@ -16,6 +16,7 @@ import tempfile
 
 def _import_ultralytics_quietly() -> None:
     os.environ["YOLO_OFFLINE"] = "1"  # never probe the network, whatever the caller had
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm (an optional extractor source) must not reach the hub
     os.environ.setdefault("YOLO_VERBOSE", "False")  # no settings banner on every import
     if "YOLO_CONFIG_DIR" not in os.environ:
         config_dir = tempfile.mkdtemp(prefix="yolostitch-ultralytics-")

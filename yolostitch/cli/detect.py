@@ -7,8 +7,9 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="a yolostitch checkpoint or a stock YOLOv5 .pt")
-    p.add_argument("--source", required=True,
-                   help="image, directory, glob, .txt list of paths, or video file (local only: no URLs/webcams)")
+    p.add_argument("--source", default="",
+                   help="image, directory, glob, .txt list of paths, or video file (local only: no URLs/webcams); "
+                        "with --features it may be left out: every image of the cache")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
@@ -25,15 +26,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--line-thickness", type=int, default=3, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    p.add_argument("--features", default="", help="feature cache (extract.py) of the source images, for a "
+                   "FeatureInput model")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.detector import iter_detect
 
+    if not args.source and not args.features:
+        raise ValueError("--source: give images, a folder, a glob, a .txt list or a video (or --features DIR)")
+
     for _ in iter_detect(args.weights, args.source, args.imgsz, args.conf_thres, args.iou_thres, args.max_det,
                          args.device, args.classes, args.agnostic_nms, save=not args.nosave, save_txt=args.save_txt,
                          save_conf=args.save_conf, project=args.project, name=args.name, exist_ok=args.exist_ok,
                          line_thickness=args.line_thickness, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
-                         verbose=True):
+                         verbose=True, features=args.features):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

@@ -35,6 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", default="", choices=["", "fixed", "uncertainty", "dwa"],
                    help="how task losses combine: fixed gains from the hyp file (default), learned uncertainty "
                         "weights, or dynamic weight average")
+    p.add_argument("--features", default="", help="train a FeatureInput model (e.g. yolov5s-feat.yaml) on this "
+                   "feature cache (made by extract.py); its contract fills the YAML's keys, channels and strides")
+    p.add_argument("--extractor", default="", help="or run this extractor online, frozen, on the augmented images "
+                   "(torchvision:NAME, timm:NAME, torchscript:FILE, ckpt:FILE[:LAYERS], module:function)")
+    p.add_argument("--extractor-weights", default="", help="weights file for a torchvision/timm --extractor")
+    p.add_argument("--stitch-init", nargs="?", type=int, const=64, default=0, metavar="N",
+                   help="fit the FeatureInput adapters by least squares on N training images (default 64) so "
+                        "that --weights' neck and heads see what its own backbone gave them")
 
 
 def run(args: argparse.Namespace) -> int:

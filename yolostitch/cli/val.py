@@ -20,11 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--features", default="", help="feature cache (extract.py) for a FeatureInput model; without it "
+                   "such a model runs the extractor it was trained with online, if it was")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.validator import run_val
 
     run_val(args.weights, args.data, args.imgsz, args.batch_size, args.conf_thres, args.iou_thres, args.max_det,
-            args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok)
+            args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok,
+            features=args.features)
     return 0

@@ -202,14 +202,20 @@ def worker_init(worker_id: int) -> None:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images, concatenate per-instance fields, and add ``batch_idx`` (the image of each instance)."""
-    batch: dict[str, Any] = {"img": torch.stack([s["img"] for s in samples])}
+    """Stack images (or cached feature maps, by key), concatenate per-instance fields, and add ``batch_idx``
+    (the image of each instance)."""
+    batch: dict[str, Any] = {}
+    if "img" in samples[0]:
+        batch["img"] = torch.stack([s["img"] for s in samples])
+    if "features" in samples[0]:
+        batch["features"] = {k: torch.stack([s["features"][k] for s in samples]) for k in samples[0]["features"]}
     for key in PER_INSTANCE:
         if key in samples[0]:
             batch[key] = torch.cat([s[key] for s in samples])
     batch["batch_idx"] = torch.cat([torch.full((len(s["cls"]),), i, dtype=torch.long) for i, s in enumerate(samples)])
-    for key in ("im_file", "ori_shape", "ratio_pad"):
-        batch[key] = [s[key] for s in samples]
+    for key in ("im_file", "ori_shape", "ratio_pad", "input_hw"):
+        if key in samples[0]:
+            batch[key] = [s[key] for s in samples]
     return batch
 
 

@@ -150,7 +150,7 @@ class Detector:
 
     def __init__(self, weights: str | Path | nn.Module, imgsz: int = 640, conf_thres: float = 0.25,
                  iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
-                 classes: Sequence[int] | None = None, agnostic_nms: bool = False):
+                 classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = ""):
         self.device = device if isinstance(device, torch.device) else select_device(device)
         if isinstance(weights, nn.Module):
             self.model = weights.to(self.device).eval()
@@ -174,15 +174,28 @@ class Detector:
         if "kpt" in heads:
             self.kpt_shape = getattr(self.model.model[heads["kpt"]], "kpt_shape", None) or self.model.kpt_shape
         self.skeleton = _skeleton_of(self.model)
+        from .features import feature_source
+
+        # a FeatureInput model reads cached maps (``features``) or runs the extractor it was trained with
+        self.cache, self.extractor = feature_source(self.model, features, self.imgsz, self.device)
+        if self.cache is not None:
+            self.imgsz = self.cache.imgsz  # the maps were made at the cache's size
         self.times = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
         self.seen = 0
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> dict[str, Any]:
+    def __call__(self, image: np.ndarray, im_file: str | Path | None = None) -> dict[str, Any]:
+        """Detections on one BGR image; a model reading a feature cache takes the maps cached for ``im_file``."""
         t0 = time.perf_counter()
-        padded, ratio_pad = letterbox(image, self.imgsz, self.stride)
-        x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(self.device)
-        x = x.float()[None] / 255
+        if self.cache is not None:
+            x, shape, ratio_pad = self._cached_maps(im_file)
+        else:
+            padded, ratio_pad = letterbox(image, self.imgsz, self.stride)
+            x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(self.device)
+            x = x.float()[None] / 255
+            shape = tuple(x.shape[2:])
+            if self.extractor is not None:
+                x = {**self.extractor(x), "image": x}
         t1 = time.perf_counter()
         outputs = self.model(x)
         t2 = time.perf_counter()
@@ -196,7 +209,7 @@ class Detector:
         self.times["nms"] += t3 - t2
         self.seen += 1
 
-        shape0, shape = image.shape[:2], tuple(x.shape[2:])
+        shape0 = image.shape[:2]
         result: dict[str, Any] = {
             "im_file": None, "frame": None, "shape": tuple(shape0), "input_shape": shape,
             "boxes": scale_boxes(det.boxes.float(), shape, shape0, ratio_pad).cpu(),
@@ -208,6 +221,13 @@ class Detector:
         if det.image_classes is not None:
             result["image_classes"] = det.image_classes.float().cpu()
         return result
+
+    def _cached_maps(self, im_file: str | Path | None) -> tuple[dict[str, torch.Tensor], tuple, tuple]:
+        entry = self.cache.entries.get(str(Path(im_file).resolve())) if im_file is not None else None
+        if entry is None:
+            raise KeyError(f"{im_file}: not in the feature cache {self.cache.root}")
+        maps = {k: v[None].to(self.device).float() for k, v in self.cache.load(entry).items()}
+        return maps, (self.cache.imgsz, self.cache.imgsz), entry.ratio_pad
 
     def _keep_classes(self, outputs: dict[str, Any]) -> dict[str, Any]:
         """Drop, before NMS, every anchor whose best class is not wanted (stock's ``--classes``: a box is not
@@ -397,10 +417,18 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
                 project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
-                verbose: bool = False) -> Iterator[dict[str, Any]]:
-    """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result."""
-    files = list_sources(source)  # before loading the model: a bad source fails fast
-    detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms)
+                verbose: bool = False, features: str | Path = "") -> Iterator[dict[str, Any]]:
+    """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
+
+    With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
+    on every image of the cache. The images are still read, to draw on."""
+    if features and not source:
+        from ..data.feature_cache import FeatureCache
+
+        files = [Path(f) for f in FeatureCache(features).entries]
+    else:
+        files = list_sources(source)  # before loading the model: a bad source fails fast
+    detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features)
     names = detector.names
     save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt else None
     if save_txt:
@@ -413,7 +441,12 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 skipped.append(path)
                 print(f"WARNING: skipping {path}: not a readable image or video", file=sys.stderr)
                 continue
-            result = detector(image)
+            try:
+                result = detector(image, im_file=path)
+            except KeyError as e:  # an image the feature cache does not hold
+                skipped.append(path)
+                print(f"WARNING: skipping {e.args[0]}", file=sys.stderr)
+                continue
             result["im_file"], result["frame"] = str(path), frame
             result["save_path"] = result["txt_path"] = None
             if save_dir is not None:
@@ -455,7 +488,7 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
            project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
-           verbose: bool = False) -> list[dict[str, Any]]:
+           verbose: bool = False, features: str | Path = "") -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
@@ -465,7 +498,7 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
     """
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
-                            hide_conf, verbose))
+                            hide_conf, verbose, features))
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:

@@ -25,17 +25,21 @@ from ultralytics.utils.torch_utils import ModelEMA
 
 from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
+from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
 from ..losses import ComputeLoss
 from ..losses.compute import TASK_TERMS
 from ..models import build_model
-from ..weights import atomic_save, checkpoint_dict, read_weights, transfer_weights
+from ..weights import atomic_save, checkpoint_dict, layer_correspondence, load_model, read_weights, transfer_weights
 from ..weights.checkpoint import is_own_checkpoint, plain_state
 from .plots import draw_batch, plot_label_statistics
 from .runs import increment_path, select_device
 from ..yaml_io import read_yaml_mapping
+from .features import build_online_extractor, feature_record
+from .inputs import model_input
 from .stages import apply_stage, param_groups, parse_stages, stage_at
-from .validator import evaluate, fitness, flat_metrics, val_loader
+from .stitch_init import fit_adapters
+from .validator import evaluate, feature_val_loader, fitness, flat_metrics, val_loader
 
 NBS = 64  # stock's nominal batch size: gradients accumulate up to it, weight decay scales with it (hyp `nbs`)
 REQUIRED_HYP = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
@@ -68,6 +72,10 @@ class TrainOptions:
     nosave: bool = False
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
+    features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
+    extractor: str = ""  # or an extractor run online (frozen) on the augmented images
+    extractor_weights: str = ""
+    stitch_init: int = 0  # fit the adapters by least squares on this many images against --weights' backbone
 
 
 def load_hyp(hyp: str | Path) -> dict[str, Any]:
@@ -94,7 +102,20 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     device = select_device(opt.device)
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
     data = load_data_config(opt.data)
-    model = _build(opt, data, ckpt).to(device)
+    if opt.features and opt.extractor:
+        raise ValueError("--features and --extractor: give one (a cache, or an extractor to run online)")
+    cache = FeatureCache(opt.features) if opt.features else None
+    extractor = build_online_extractor(opt.extractor, opt.extractor_weights, opt.imgsz, device) if opt.extractor else None
+    contract = cache.contract if cache else extractor.contract() if extractor else None
+    imgsz = cache.imgsz if cache else opt.imgsz
+    if cache is not None:
+        print(f"features: {cache.describe()}")
+        if opt.imgsz not in (imgsz, TrainOptions.imgsz):
+            print(f"--imgsz {opt.imgsz}: the cache was extracted at {imgsz}; training at {imgsz}")
+    model = _build(opt, data, ckpt, contract).to(device)
+    if model.feature_inputs and contract is None:
+        raise ValueError(f"{opt.cfg} takes feature maps {list(model.feature_contract())}: pass --features DIR (a "
+                         "cache made by extract.py) or --extractor SPEC")
     if "kpt" in model.heads and not data.kpt_shape:
         raise ValueError(f"{opt.cfg} has a keypoint branch but {data.source} declares no kpt_shape")
     model.names, model.hyp = dict(data.names), hyp
@@ -111,21 +132,42 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     if not ckpt:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
     kpt_shape = data.kpt_shape if "kpt" in model.heads else None  # branches absent: their labels are not prepared
-    dataset = MultiTaskDataset(train_scan.labels, opt.imgsz, augment=True, hyp=hyp, kpt_shape=kpt_shape,
-                               flip_idx=data.flip_idx if kpt_shape else None, use_masks="seg" in model.heads,
-                               cache_images=opt.cache)
+    if cache is not None:
+        dataset = FeatureDataset(train_scan.labels, cache, augment=True, hyp=hyp, kpt_shape=kpt_shape,
+                                 flip_idx=data.flip_idx if kpt_shape else None, use_masks="seg" in model.heads)
+        flips = (f"horizontal flips on (p={dataset.fliplr})" if dataset.fliplr
+                 else "no flips either (extract with --flip to cache flipped maps)")
+        print(f"training from cached features: mosaic, HSV, scale, translate and mixup need the pixels and are off; "
+              f"{flips}")
+    else:
+        dataset = MultiTaskDataset(train_scan.labels, imgsz, augment=True, hyp=hyp, kpt_shape=kpt_shape,
+                                   flip_idx=data.flip_idx if kpt_shape else None, use_masks="seg" in model.heads,
+                                   cache_images=opt.cache)
+    if opt.stitch_init and not ckpt:
+        _stitch_init(model, opt, dataset.labels, cache, extractor, imgsz, device)
     generator = torch.Generator().manual_seed(opt.seed)
     workers = loader_workers(opt.workers, opt.batch_size)
     loader = DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
                         worker_init_fn=worker_init, generator=generator, persistent_workers=workers > 0)
     val_split = data.splits.get("val") or data.splits["train"]
-    vloader = val_loader(scan_split(val_split, data.nc, data.kpt_shape).labels, opt.imgsz, opt.batch_size * 2,
-                         int(model.stride.max()), kpt_shape, opt.workers, use_masks="seg" in model.heads)
+    val_labels = scan_split(val_split, data.nc, data.kpt_shape).labels
+    if cache is not None:
+        vloader = feature_val_loader(val_labels, cache, opt.batch_size * 2, kpt_shape, opt.workers,
+                                     use_masks="seg" in model.heads)
+    else:
+        vloader = val_loader(val_labels, imgsz, opt.batch_size * 2, int(model.stride.max()), kpt_shape, opt.workers,
+                             use_masks="seg" in model.heads)
+    record = feature_record(contract, cache, extractor, opt.extractor_weights) if contract else None
+    if opt.stitch_init and not ckpt:  # where training starts: the stitched model before any step
+        start = flat_metrics(evaluate(model, vloader, device, kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor))
+        print("stitched model before training: " + ", ".join(
+            f"{p} mAP50 {start[p + '_map50']:.4f} mAP50-95 {start[p + '_map']:.4f}"
+            for p in ("box", "mask", "pose") if p + "_map" in start))
 
     nbs = int(hyp.get("nbs", NBS))
     accumulate = max(round(nbs / opt.batch_size), 1)
     hyp_wd = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
-    compute_loss = ComputeLoss(model, hyp, opt.imgsz, balance=opt.balance or hyp.get("balance", "fixed"),
+    compute_loss = ComputeLoss(model, hyp, imgsz, balance=opt.balance or hyp.get("balance", "fixed"),
                                kpt_sigmas=data.raw.get("kpt_sigmas"))
     compute_loss.balance.to(device)
     optimizer = _optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp_wd, compute_loss.balance)
@@ -147,7 +189,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     csv_path = save_dir / "results.csv"
     _truncate_csv(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
     print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}, "
-          f"imgsz {opt.imgsz}, {device}; results to {save_dir}")
+          f"imgsz {imgsz}, {device}; results to {save_dir}")
     for epoch in range(start_epoch, opt.epochs):
         frozen = apply_stage(model, optimizer, stage_at(stages, epoch), set(opt.freeze))
         for g in optimizer.param_groups:
@@ -161,11 +203,11 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         optimizer.zero_grad()
         for i, batch in bar:
             ni = i + nb * epoch
-            images = batch["img"].to(device, non_blocking=True).float() / 255
+            x = model_input(batch, device, extractor)
             if ni <= warmup_iters:
                 accumulate = _warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, opt.batch_size)
             with torch.autocast(device.type, enabled=amp):
-                outputs = model(images)
+                outputs = model(x)
                 loss, terms = compute_loss(outputs, batch)
             scaler.scale(loss).backward()
             if ni - last_step >= accumulate:
@@ -180,7 +222,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                 mean_terms[k] = (mean_terms.get(k, 0.0) * i + float(v)) / (i + 1)
             bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["cls"]),
                              "lr": f"{optimizer.param_groups[0]['lr']:.4g}"})
-            if epoch == start_epoch and i < 2:
+            if epoch == start_epoch and i < 2 and "img" in batch:
                 draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names)
         compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in TASK_TERMS[t])
                                         for t in compute_loss.tasks})
@@ -188,7 +230,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         final = epoch + 1 == opt.epochs
         if not opt.noval or final:
             results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None,
-                               kpt_sigmas=data.raw.get("kpt_sigmas"))
+                               kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor)
             metrics = flat_metrics(results)
         score = fitness(metrics)
         improved = score > best_fitness
@@ -198,7 +240,8 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                                **{f"metrics/{k}": v for k, v in metrics.items()},
                                **{f"lr/{part}": v for part, v in lrs.items()}})
         if not opt.nosave or final:
-            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, compute_loss.balance)
+            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, compute_loss.balance,
+                                record)
             atomic_save(state, save_dir / "weights" / "last.pt")
             if improved:
                 atomic_save(state, save_dir / "weights" / "best.pt")
@@ -223,19 +266,45 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build(opt: TrainOptions, data, ckpt: dict | None) -> nn.Module:
-    """The model: from the resumed checkpoint, else --cfg with the data's classes plus --weights' matching tensors."""
+def _build(opt: TrainOptions, data, ckpt: dict | None, contract: dict | None = None) -> nn.Module:
+    """The model: from the resumed checkpoint, else --cfg with the data's classes (and FeatureInputs fitted to the
+    feature ``contract``) plus --weights' matching tensors."""
     if ckpt:
         model = build_model(ckpt["config"])
         model.load_state_dict(ckpt["train_state"]["model"])
         return model
-    model = build_model(opt.cfg, nc=data.nc, kpt_shape=data.kpt_shape)
+    model = build_model(opt.cfg, nc=data.nc, kpt_shape=data.kpt_shape, features=contract)
     if opt.weights:
-        n = transfer_weights(model, read_weights(opt.weights).state)
+        weights = read_weights(opt.weights)
+        n = transfer_weights(model, weights.state, source_config=weights.config)
         partial = f" (+{n['partial']} Detect convs: box/objectness rows only, the class count differs)" \
             if n["partial"] else ""
         print(f"transferred {n['loaded']}/{n['total']} tensors from {opt.weights}{partial}; the rest start fresh")
     return model
+
+
+def _stitch_init(model, opt: TrainOptions, labels, cache, extractor, imgsz: int, device) -> None:
+    """Fit the adapters by least squares so the --weights image model's neck sees what its backbone gave it."""
+    if not opt.weights:
+        raise ValueError("--stitch-init fits the adapters to the backbone of --weights: give the image model's weights")
+    source = load_model(opt.weights, device=device)
+    _, backbone_map = layer_correspondence(model.yaml, source.yaml)
+    labels = labels[: opt.stitch_init]
+    images = DataLoader(MultiTaskDataset(labels, imgsz, augment=False, use_masks=False), batch_size=8, collate_fn=collate)
+    cached = FeatureDataset(labels, cache, use_masks=False) if cache is not None else None
+
+    def pairs():
+        for j, batch in enumerate(images):
+            x = batch["img"].to(device).float() / 255
+            if cached is not None:
+                maps = collate([cached[k] for k in range(j * 8, j * 8 + len(x))])["features"]
+                yield x, {k: v.to(device).float() for k, v in maps.items()}
+            else:
+                yield x, extractor(x)
+
+    scores = fit_adapters(model, source, pairs(), backbone_map)
+    fits = ", ".join(f"layer {t} (for layer {backbone_map[t]}) R2 {scores[t]:.3f}" for t in sorted(scores))
+    print(f"stitch initialisation on {len(labels)} images, adapters fitted to {opt.weights}'s backbone: {fits}")
 
 
 def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: float,
@@ -270,9 +339,12 @@ def _warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, ba
     return max(1, int(np.interp(ni, xi, [1, hyp.get("nbs", NBS) / batch_size]).round()))
 
 
-def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, balance) -> dict[str, Any]:
-    """Tensors and plain types only (``torch.load(weights_only=True)``); ``model`` holds the EMA weights."""
+def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, balance, features) -> dict[str, Any]:
+    """Tensors and plain types only (``torch.load(weights_only=True)``); ``model`` holds the EMA weights;
+    ``features`` says where a FeatureInput model's maps come from (val.py and detect.py read it)."""
+    extra = {"features": features} if features else {}
     return checkpoint_dict(model, ema.ema.state_dict(), epoch=epoch, hyp=hyp, opt=asdict(opt), save_dir=str(save_dir),
+                           **extra,
                            date=datetime.now().isoformat(),
                            train_state={"model": plain_state(model.state_dict()), "optimizer": optimizer.state_dict(),
                                         "ema_updates": ema.updates, "best_fitness": best_fitness,

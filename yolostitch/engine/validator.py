@@ -13,10 +13,13 @@ from torch.utils.data import DataLoader
 
 from ..data.config import load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
+from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
 from ..weights import load_model
 from ..losses import keypoint_sigmas
 from ..losses.segment import resize_masks
+from .features import Extractor, feature_source
+from .inputs import input_size, model_input
 from .coco_records import box_records, encode_masks, image_id_of, keypoint_records, mask_records
 from .metrics import DetectionStats, keypoint_oks, mask_iou
 from .plots import draw_batch, predictions_as_batch
@@ -35,6 +38,14 @@ def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None,
                       collate_fn=collate, worker_init_fn=worker_init)
 
 
+def feature_val_loader(labels, cache: FeatureCache, batch_size: int, kpt_shape=None, workers: int = 8,
+                       use_masks: bool | None = None) -> DataLoader:
+    """Validation from a feature cache: its square letterbox, labels as :func:`val_loader` gives them."""
+    dataset = FeatureDataset(labels, cache, kpt_shape=kpt_shape, use_masks=use_masks, mask_ratio=1)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers, batch_size),
+                      collate_fn=collate, worker_init_fn=worker_init)
+
+
 TASK_PREFIX = {"det": "box", "seg": "mask", "kpt": "pose"}
 
 
@@ -42,7 +53,7 @@ TASK_PREFIX = {"det": "box", "seg": "mask", "kpt": "pose"}
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, conf_thres: float = 0.001,
              iou_thres: float = 0.6, max_det: int = 300,
              on_image: Callable[[str, dict[str, torch.Tensor]], None] | None = None,
-             plot_dir: Path | None = None, kpt_sigmas=None) -> dict[str, Any]:
+             plot_dir: Path | None = None, kpt_sigmas=None, extractor: Extractor | None = None) -> dict[str, Any]:
     """Metrics of every branch of ``model`` on ``loader``: ``{"box": ..., "mask": ..., "pose": ...}`` (tasks the
     model has), each with P, R, mAP50, mAP50-95 per class and overall, plus ``images`` and ``speed_ms``.
 
@@ -51,7 +62,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
     labels without a labelled keypoint ignored; an image-level ``cls`` branch gets ``accuracy`` (per image and
     class, presence predicted at p > 0.5) and ``exact`` (images with every class right). ``on_image(im_file, kept)`` gets each image's predictions
     in original-image pixels (``boxes``, ``conf``, ``cls``, and ``masks``/``keypoints`` where present);
-    with ``plot_dir``, the first batch is drawn with its labels and with the predictions.
+    with ``plot_dir``, the first batch is drawn with its labels and with the predictions. Batches from a
+    feature cache feed the model their maps; ``extractor`` turns image batches into maps first.
     """
     model.eval()
     tasks = [t for t in TASK_PREFIX if t in model.heads]
@@ -62,9 +74,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
     image_cls = {"right": 0, "all": 0, "exact": 0}
     for batch in loader:
         t0 = time.perf_counter()
-        images = batch["img"].to(device, non_blocking=True).float() / 255
+        x = model_input(batch, device, extractor)
         t1 = time.perf_counter()
-        outputs = model(images)
+        outputs = model(x)
         t2 = time.perf_counter()
         dets = postprocess(outputs, conf_thres, iou_thres, nc=model.nc, multi_label=True, max_det=max_det,
                            kpt_shape=kpt_shape)
@@ -72,10 +84,10 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         times["preprocess"] += t1 - t0
         times["inference"] += t2 - t1
         times["nms"] += t3 - t2
-        if plot_dir is not None and seen == 0:
+        if plot_dir is not None and seen == 0 and "img" in batch:
             draw_batch(batch, plot_dir / "val_batch0_labels.jpg", model.names)
             draw_batch(predictions_as_batch(batch, dets), plot_dir / "val_batch0_pred.jpg", model.names)
-        h, w = images.shape[2:]
+        h, w = input_size(batch)
         scale = torch.tensor([w, h, w, h])
         for i, det in enumerate(dets):
             keep = batch["batch_idx"] == i
@@ -174,8 +186,11 @@ def _mask_scores(det, batch: dict[str, Any], keep: torch.Tensor, true_boxes: tor
 def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size: int = 32, conf_thres: float = 0.001,
             iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "", workers: int = 8,
             save_json: bool = False, project: str | Path = "runs/val", name: str = "exp", exist_ok: bool = False,
-            verbose: bool = True) -> dict[str, Any]:
-    """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``."""
+            verbose: bool = True, features: str | Path = "") -> dict[str, Any]:
+    """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``.
+
+    A feature-input model reads ``features`` (a cache directory), else runs the extractor it was trained with.
+    """
     dev = select_device(device)
     model = load_model(weights, device=dev)
     config = load_data_config(data)
@@ -188,13 +203,19 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
         raise ValueError(f"{weights} predicts keypoints of shape {model.kpt_shape} but {config.source} has "
                          f"kpt_shape {config.kpt_shape}")
     scan = scan_split(config.splits[task], config.nc, config.kpt_shape)
-    loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()),
-                        config.kpt_shape if "kpt" in model.heads else None, workers, use_masks="seg" in model.heads)
+    kpt_shape = config.kpt_shape if "kpt" in model.heads else None
+    cache, extractor = feature_source(model, features, imgsz, dev)
+    if cache is not None:
+        imgsz = cache.imgsz
+        loader = feature_val_loader(scan.labels, cache, batch_size, kpt_shape, workers, use_masks="seg" in model.heads)
+    else:
+        loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()), kpt_shape, workers,
+                            use_masks="seg" in model.heads)
     save_dir = increment_path(Path(project) / name, exist_ok)
     records: list[dict] = []
     on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None
     results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image, plot_dir=save_dir,
-                       kpt_sigmas=config.raw.get("kpt_sigmas"))
+                       kpt_sigmas=config.raw.get("kpt_sigmas"), extractor=extractor)
     box = results["box"]
     metrics = {**flat_metrics(results), "box_map50_coco": box["coco_map50"], "box_map_coco": box["coco_map"],
                "images": results["images"], "instances": box["instances"], "speed_ms_per_image": results["speed_ms"],

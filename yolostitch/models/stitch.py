@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence, Union
 
 import torch
 from torch import nn
 
 from .builder import MODEL_INPUT, Layer, build_layers
 from .config import load_model_config
+from .feature_input import FeatureContractError, FeatureInput, apply_feature_contract, check_feature_sizes
 from .registry import ConfigError
+
+ModelInput = Union[torch.Tensor, Mapping[str, torch.Tensor], Sequence[torch.Tensor]]
 
 
 class StitchModel(nn.Module):
     """A YOLOv5-schema model. ``forward`` returns ``{task: head output}`` (e.g. ``{"det": ...}``).
 
+    The input is an image batch, or for a model with FeatureInput layers the feature maps: a dict by key
+    (plus ``"image"`` when some layer also reads the image), or a list in FeatureInput order.
     The state-dict layout equals stock YOLOv5's (``model.{i}.…``), so stock weights load by name.
     """
 
@@ -27,6 +33,11 @@ class StitchModel(nn.Module):
         self.heads = _head_names(self.layers)
         _check_per_anchor_branches(self.layers, self.heads, source)
         self._keep = {s for layer in self.layers for s in layer.sources} | set(self.heads.values())
+        self._feature_layers = [layer.index for layer in self.layers if isinstance(layer.module, FeatureInput)]
+        for position, index in enumerate(self._feature_layers):
+            self.model[index].position = position
+        self.uses_image = any(MODEL_INPUT in layer.sources for layer in self.layers
+                              if not isinstance(layer.module, FeatureInput))
         nc = config.get("nc")
         self.names: dict[int, str] = {i: f"class{i}" for i in range(nc)} if isinstance(nc, int) else {}
         _stock_init(self)
@@ -58,15 +69,80 @@ class StitchModel(nn.Module):
         parts.update({task: [index] for task, index in self.heads.items()})
         return parts
 
-    def forward(self, x: torch.Tensor) -> dict[str, Any]:
-        outputs: list[Any] = []
-        for layer in self.layers:
-            inputs = [x if s == MODEL_INPUT else outputs[s] for s in layer.sources]
-            y = layer.module(inputs[0] if layer.single else inputs)
-            outputs.append(y if layer.index in self._keep else None)
+    @property
+    def feature_inputs(self) -> list[FeatureInput]:
+        """The FeatureInput layers, in model order (the order of list inputs and of exported inputs)."""
+        return [self.model[i] for i in self._feature_layers]
+
+    def feature_contract(self) -> dict[str, dict[str, int]]:
+        """``{key: {"channels": c, "stride": s}}`` of the external maps this model takes (empty: images only)."""
+        return {str(m.key): m.contract() for m in self.feature_inputs}
+
+    def example_input(self, height: int, width: int | None = None) -> ModelInput:
+        """Zeros shaped like a real input for an ``height`` x ``width`` image (profiling, export, tracing)."""
+        width = width or height
+        p = next(self.parameters())
+        image = torch.zeros((1, int(self.yaml.get("ch", 3)), height, width), device=p.device, dtype=p.dtype)
+        if not self._feature_layers:
+            return image
+        maps = {str(m.key): torch.zeros((1, m.c_in, math.ceil(height / m.s_in), math.ceil(width / m.s_in)),
+                                        device=p.device, dtype=p.dtype) for m in self.feature_inputs}
+        return {**maps, "image": image} if self.uses_image else maps
+
+    def forward(self, x: ModelInput) -> dict[str, Any]:
+        image, features = self._split_input(x)
+        outputs = self._run(image, features, len(self.layers), self._keep)
         if not self.heads:  # a backbone-only model returns its last feature map
-            return {"features": y}
+            return {"features": outputs[-1]}
         return {task: outputs[index] for task, index in self.heads.items()}
+
+    def forward_layers(self, x: ModelInput, keep: set[int]) -> dict[int, torch.Tensor]:
+        """Outputs of the layers in ``keep``, running the model only as far as the last of them."""
+        image, features = self._split_input(x)
+        outputs = self._run(image, features, max(keep) + 1, self._keep | keep)
+        return {i: outputs[i] for i in keep}
+
+    def _run(self, image: torch.Tensor | None, features: dict[int, torch.Tensor], stop: int, keep: set[int]) -> list:
+        """Layers [0, stop): FeatureInputs take their map, the rest their sources; outputs kept where needed."""
+        outputs: list[Any] = []
+        for layer in self.layers[:stop]:
+            if layer.index in features:
+                y = layer.module(features[layer.index])
+            else:
+                inputs = [image if s == MODEL_INPUT else outputs[s] for s in layer.sources]
+                y = layer.module(inputs[0] if layer.single else inputs)
+            outputs.append(y if layer.index in keep or layer.index == stop - 1 else None)
+        return outputs
+
+    def _split_input(self, x: ModelInput) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """(image, {FeatureInput layer index: its checked tensor}) from whichever input form was given."""
+        if not self._feature_layers:
+            image = x["image"] if isinstance(x, Mapping) else x
+            return image, {}
+        if isinstance(x, torch.Tensor):
+            image, given = (x, None) if self.uses_image else (None, [x])
+        elif isinstance(x, Mapping):
+            image, given = x.get("image"), x
+        elif isinstance(x, (list, tuple)):
+            image, given = None, x
+        else:
+            raise FeatureContractError(f"the model takes feature maps (a dict by key or a list), got "
+                                       f"{type(x).__name__}")
+        if self.uses_image and image is None:
+            first = next(layer for layer in self.layers if MODEL_INPUT in layer.sources
+                         and not isinstance(layer.module, FeatureInput))
+            raise FeatureContractError(f"layer {first.index} ({first.module_name}) reads the image: pass "
+                                       "{'image': images, <feature key>: tensor, ...}")
+        if given is None:
+            raise FeatureContractError(f"the model's FeatureInput layers need feature maps "
+                                       f"{list(self.feature_contract())}, got only an image")
+        modules = self.feature_inputs
+        tensors = [m.select(given) for m in modules]
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            for m, t in zip(modules, tensors):
+                m.check(t)
+            check_feature_sizes(modules, tensors, tuple(image.shape[2:]) if image is not None else None)
+        return image, dict(zip(self._feature_layers, tensors))
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict[str, Any]:
         """Print the layer table and a stock-style summary line; return the figures."""
@@ -76,13 +152,20 @@ class StitchModel(nn.Module):
 
 
 def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int | None = None,
-                kpt_shape: list[int] | None = None) -> StitchModel:
+                kpt_shape: list[int] | None = None,
+                features: Mapping[str, Mapping[str, int]] | None = None) -> StitchModel:
     """Build a model from a YAML path, a built-in model name (``yolov5s.yaml``) or a config dict.
 
     ``nc``, ``ch`` and ``kpt_shape`` override the config's class count, input channels and keypoint shape
-    (``kpt_shape`` only where the config uses keypoints).
+    (``kpt_shape`` only where the config uses keypoints). ``features`` (``{key: {"channels", "stride"}}``, a
+    cache's or extractor's contract) fits the FeatureInput rows to the maps it describes; what changed is
+    printed.
     """
     config, source = load_model_config(cfg)
+    if features is not None:
+        config, notes = apply_feature_contract(config, features)
+        for note in notes:
+            print(f"{source}: {note}")
     if nc is not None and nc != config.get("nc"):
         config["nc"] = int(nc)
     if kpt_shape is not None and "kpt_shape" in config:

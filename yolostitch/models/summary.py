@@ -22,12 +22,15 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float | None
         return None
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-    p = next(model.parameters())
-    channels = int(getattr(model, "yaml", {}).get("ch", 3))
-    image = torch.zeros((1, channels, stride, stride), device=p.device, dtype=p.dtype)
+    if hasattr(model, "example_input"):  # a feature-input model counts its adapters, neck and heads
+        example = model.example_input(stride)
+    else:
+        p = next(model.parameters())
+        example = torch.zeros((1, int(getattr(model, "yaml", {}).get("ch", 3)), stride, stride), device=p.device,
+                              dtype=p.dtype)
     try:
-        macs = thop.profile(copy.deepcopy(model), inputs=(image,), verbose=False)[0]
-    except Exception:  # models fed by features, odd custom modules: no figure rather than a crash
+        macs = thop.profile(copy.deepcopy(model), inputs=(example,), verbose=False)[0]
+    except Exception:  # odd custom modules: no figure rather than a crash
         return None
     return macs * 2 / 1e9 * (h / stride) * (w / stride)
 

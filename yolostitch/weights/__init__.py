@@ -31,7 +31,7 @@ def read_weights(path: str | Path) -> Weights:
         raise FileNotFoundError(f"weights file not found: {path}")
     obj = load_pickle_safely(path)
     if is_own_checkpoint(obj):
-        meta = {k: v for k, v in obj.items() if k in ("epoch", "date", "format_version")}
+        meta = {k: v for k, v in obj.items() if k in ("epoch", "date", "format_version", "features")}
         return Weights(obj["config"], obj["model"], obj.get("names") or {}, "yolostitch", meta)
     if is_stock_checkpoint(obj):
         stock = read_stock_checkpoint(obj, path)
@@ -57,14 +57,20 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
     return model.to(device).eval() if device else model.eval()
 
 
-def transfer_weights(model: StitchModel, state: dict[str, torch.Tensor]) -> dict[str, int]:
+def transfer_weights(model: StitchModel, state: dict[str, torch.Tensor],
+                     source_config: dict[str, Any] | None = None) -> dict[str, int]:
     """Load the tensors of ``state`` that fit ``model`` (same name and shape; anchors excepted, they come from the
     config), as stock's ``--weights`` does; the rest keep their fresh initialisation.
 
     One step further than stock: when only the class count differs, the Detect convs' box and objectness rows
-    (the first 5 outputs of each anchor) still transfer and only the class rows start fresh.
+    (the first 5 outputs of each anchor) still transfer and only the class rows start fresh. And when the
+    model's backbone has another length than ``source_config``'s (FeatureInput rows in place of an image
+    backbone), head rows are paired by position (:func:`layer_correspondence`) so the neck and heads still load.
     Returns counts: ``loaded`` (whole tensors), ``partial`` (Detect convs with box/objectness rows) and ``total``.
     """
+    if source_config is not None and len(source_config["backbone"]) != len(model.yaml["backbone"]):
+        heads, _ = layer_correspondence(model.yaml, source_config)
+        state = _renumber(state, {src: dst for dst, src in heads.items()})
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and not k.endswith("anchors")}
     partial = 0
@@ -85,6 +91,40 @@ def transfer_weights(model: StitchModel, state: dict[str, torch.Tensor]) -> dict
     return {"loaded": len(matching) - partial, "partial": partial, "total": len(own)}
 
 
+def layer_correspondence(target: dict[str, Any], source: dict[str, Any]) -> tuple[dict[int, int], dict[int, int]]:
+    """Pair two configs whose head rows agree but whose backbones differ (a FeatureInput model and the image
+    model it is stitched from): ``({target head layer: source layer}, {target backbone layer: source layer})``.
+
+    Head row j pairs with head row j while the module names agree. The backbone pairs come from the head rows'
+    inputs: where a paired row reads target backbone layer t and the source row reads s at that place, t
+    stands in for s (e.g. FeatureInput layer 0 for stock layer 4).
+    """
+    tb, sb = len(target["backbone"]), len(source["backbone"])
+    heads: dict[int, int] = {}
+    backbone: dict[int, int] = {}
+    for j, (t_row, s_row) in enumerate(zip(target.get("head") or [], source.get("head") or [])):
+        if t_row[2] != s_row[2]:
+            break
+        heads[tb + j] = sb + j
+        t_from = t_row[0] if isinstance(t_row[0], list) else [t_row[0]]
+        s_from = s_row[0] if isinstance(s_row[0], list) else [s_row[0]]
+        for t, s in zip(t_from, s_from):
+            t, s = (t if t >= 0 else tb + j + t), (s if s >= 0 else sb + j + s)
+            if t < tb and s < sb:
+                backbone.setdefault(t, s)
+    return heads, backbone
+
+
+def _renumber(state: dict[str, torch.Tensor], layers: dict[int, int]) -> dict[str, torch.Tensor]:
+    """``model.{i}.rest`` -> ``model.{layers[i]}.rest`` for the mapped layers; the other tensors are dropped."""
+    out = {}
+    for k, v in state.items():
+        parts = k.split(".", 2)
+        if len(parts) == 3 and parts[0] == "model" and parts[1].isdigit() and int(parts[1]) in layers:
+            out[f"model.{layers[int(parts[1])]}.{parts[2]}"] = v
+    return out
+
+
 def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
@@ -94,4 +134,4 @@ def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
 
 
 __all__ = ["Weights", "atomic_save", "checkpoint_dict", "load_model", "load_pickle_safely", "read_stock_checkpoint",
-           "read_weights", "save_checkpoint", "transfer_weights"]
+           "layer_correspondence", "read_weights", "save_checkpoint", "transfer_weights"]

@@ -1,0 +1,116 @@
+"""Training from a feature cache vs from images, for the same neck and heads on the same frozen backbone.
+
+    python benchmarks/feature_cache.py                      # yolov5s at 320 on the built-in data (~5 min)
+    python benchmarks/feature_cache.py --cfg yolov5n.yaml   # smaller
+
+Reference: one training epoch of the image model (``--cfg``) with its backbone frozen (``--freeze 10``: no
+gradients, BatchNorm statistics fixed), data loading with the full augmentation pipeline included, as
+``train.py`` runs it. Measured: one epoch of the equivalent FeatureInput model (``yolov5s-feat.yaml``: the
+same neck and Detect head, plus three 1x1 adapters) on a cache of that backbone's outputs (``ckpt:`` extractor,
+layers 4/6/9), loading included. Both run the same optimizer step, loss, batch size and worker count, one epoch
+each after a warm-up of a few batches. Printed: both epoch times, their ratio (target: cache <= 0.25x), the
+extraction time (paid once) and the cache size per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from yolostitch import build_model
+from yolostitch.data.config import load_data_config
+from yolostitch.data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
+from yolostitch.data.feature_cache import FeatureCache, FeatureDataset
+from yolostitch.data.scan import scan_split
+from yolostitch.engine.inputs import model_input
+from yolostitch.engine.trainer import load_hyp
+from yolostitch.extract import build_extractor
+from yolostitch.extract.writer import write_cache
+from yolostitch.losses import ComputeLoss
+from yolostitch.weights import save_checkpoint
+
+FEATURE_CFG = {"yolov5n.yaml": "yolov5n-feat.yaml", "yolov5s.yaml": "yolov5s-feat.yaml"}
+
+
+def epoch_seconds(model, loader, hyp: dict, imgsz: int, warmup: int = 3) -> tuple[float, int]:
+    """Wall time of one pass over ``loader`` (after ``warmup`` batches): load, forward, loss, backward, step."""
+    loss_fn = ComputeLoss(model, hyp, imgsz)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    model.train()
+    frozen = [m for i, m in enumerate(model.model) if not any(p.requires_grad for p in m.parameters())
+              and any(True for _ in m.parameters())]
+    for m in frozen:
+        m.eval()
+    device = torch.device("cpu")
+    start, images = None, 0
+    for i, batch in enumerate(loader):
+        if i == warmup:
+            start, images = time.perf_counter(), 0
+        loss, _ = loss_fn(model(model_input(batch, device)), batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        images += len(batch["im_file"])
+    return time.perf_counter() - start, images
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", default="yolov5s.yaml", choices=sorted(FEATURE_CFG))
+    p.add_argument("--data", default="shapes.yaml")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args()
+
+    torch.manual_seed(0)
+    data = load_data_config(args.data)
+    hyp = load_hyp("hyp.scratch-low.yaml")
+    labels = scan_split(data.splits["train"], data.nc, None).labels
+    workers = loader_workers(args.workers, args.batch_size)
+
+    image_model = build_model(args.cfg, nc=data.nc)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = save_checkpoint(Path(tmp) / "image.pt", image_model)
+        extractor = build_extractor(f"ckpt:{weights}", imgsz=args.imgsz)
+        start = time.perf_counter()
+        summary = write_cache(extractor, args.data, Path(tmp) / "cache", args.imgsz, splits=["train"],
+                              batch_size=args.batch_size, workers=args.workers)
+        extract_s = time.perf_counter() - start
+        cache = FeatureCache(Path(tmp) / "cache")
+        dtype = cache.header["dtype"]
+
+        for i, m in enumerate(image_model.model):  # --freeze 10: the backbone
+            if i < len(image_model.yaml["backbone"]):
+                m.requires_grad_(False)
+        images = MultiTaskDataset(labels, args.imgsz, augment=True, hyp=hyp, use_masks=False)
+        image_loader = DataLoader(images, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                  collate_fn=collate, worker_init_fn=worker_init)
+        feature_model = build_model(FEATURE_CFG[args.cfg], nc=data.nc, features=cache.contract)
+        feats = FeatureDataset(labels, cache, augment=True, hyp=hyp)
+        feature_loader = DataLoader(feats, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                    collate_fn=collate, worker_init_fn=worker_init)
+
+        image_s, n_image = epoch_seconds(image_model, image_loader, hyp, args.imgsz)
+        cache_s, n_cache = epoch_seconds(feature_model, feature_loader, hyp, args.imgsz)
+
+    per_image_image, per_image_cache = image_s / n_image, cache_s / n_cache
+    ratio = per_image_cache / per_image_image
+    print(f"\n{args.cfg} at {args.imgsz}, batch {args.batch_size}, {workers} workers, {len(labels)} images "
+          f"({data.source}); CPU threads {torch.get_num_threads()}")
+    print(f"{'epoch from images (backbone frozen)':<42}{image_s:8.1f} s  ({per_image_image * 1000:.1f} ms/image)")
+    print(f"{'epoch from the feature cache':<42}{cache_s:8.1f} s  ({per_image_cache * 1000:.1f} ms/image)")
+    print(f"{'cache / images':<42}{ratio:8.2f}x  (target <= 0.25x: {'met' if ratio <= 0.25 else 'NOT met'})")
+    print(f"{'extraction, paid once':<42}{extract_s:8.1f} s  for {summary['images']} images")
+    print(f"{'cache size':<42}{summary['bytes_per_image'] / 2**10:8.0f} KB/image ({summary['bytes'] / 2**20:.0f} MB, "
+          f"{dtype})")
+
+
+if __name__ == "__main__":
+    main()
