@@ -4,14 +4,13 @@ online; checks that the provider's contract is the one the model was built for; 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 
 from ..data.feature_cache import FeatureCache
 from ..models.feature_input import FeatureContractError
-
-Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+from .inputs import Extractor
 
 
 def check_contract(model: Any, contract: Mapping[str, Mapping[str, int]], source: str) -> None:

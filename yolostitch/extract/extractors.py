@@ -283,11 +283,8 @@ def read_state_dict(path: str | os.PathLike, spec: str = "weights") -> dict[str,
     ``model``), read without running pickled code."""
     path = _existing_file(path, spec)
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ImportError(f"{path}: reading .safetensors needs the safetensors package: "
-                              "pip install safetensors") from e
+        from safetensors.torch import load_file  # a dependency of the package
+
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:
@@ -588,7 +585,6 @@ def _function_hash(module: Any, function: Any, spec: str) -> str:
 
 
 def _build_ckpt(rest: str, spec: str, weights: None, imgsz: int) -> Extractor:
-    from ..models.builder import MODEL_INPUT
     from ..weights import load_model
 
     file_text, layer_text = rest, ""
@@ -598,8 +594,7 @@ def _build_ckpt(rest: str, spec: str, weights: None, imgsz: int) -> Extractor:
     path = _existing_file(file_text, spec)
     model = load_model(path, device="cpu")
     indices = _ints(layer_text, spec) or backbone_outputs(model.yaml, model.layers)
-    body = _LayerRunner(model.layers, indices, MODEL_INPUT, spec)
-    del model  # the neck and heads go with it
+    body = _CheckpointLayers(model, indices, spec)
     return Extractor(body, spec, file_hash(path), None, None, imgsz)
 
 
@@ -610,37 +605,28 @@ def backbone_outputs(config: Mapping[str, Any], layers: Sequence[Any]) -> list[i
     return sorted(used | {n_backbone - 1})
 
 
-class _LayerRunner(nn.Module):
-    """A StitchModel's layers up to the deepest requested one, wired as ``StitchModel.forward`` wires them;
-    only the layers the requested outputs depend on are kept. Returns ``{"model.i": map}``."""
+class _CheckpointLayers(nn.Module):
+    """A checkpoint's model run (``StitchModel.forward_layers``) up to the deepest requested layer; the layers
+    after it (the neck and heads) are dropped. Returns ``{"model.i": map}``."""
 
-    def __init__(self, layers: Sequence[Any], outputs: Sequence[int], model_input: int, spec: str):
+    def __init__(self, model: nn.Module, outputs: Sequence[int], spec: str):
         super().__init__()
+        layers = model.layers
         for i in outputs:
             if not 0 <= i < len(layers):
                 raise ValueError(f"{spec}: layer {i} does not exist (the model has layers 0..{len(layers) - 1})")
             if layers[i].shape is None:
                 raise ValueError(f"{spec}: layer {i} ({layers[i].module_name}) outputs no feature map")
-        needed, todo = set(), list(outputs)
-        while todo:
-            i = todo.pop()
-            if i not in needed:
-                needed.add(i)
-                todo += [s for s in layers[i].sources if s != model_input]
-        for i in needed:
-            if type(layers[i].module).__name__ == "FeatureInput":
-                raise ValueError(f"{spec}: layer {i} is a FeatureInput: this model reads precomputed features, "
-                                 "not images, so its layers cannot extract features from images")
-        self.order = sorted(needed)
-        self.model_input = model_input
-        self.sources = {i: list(layers[i].sources) for i in self.order}
-        self.single = {i: bool(layers[i].single) for i in self.order}
-        self.blocks = nn.ModuleDict({str(i): layers[i].module for i in self.order})
+        stop = max(outputs) + 1
+        for layer in layers[:stop]:
+            if type(layer.module).__name__ == "FeatureInput":
+                raise ValueError(f"{spec}: layer {layer.index} is a FeatureInput: this model reads precomputed "
+                                 "features, not images, so its layers cannot extract features from images")
+        for layer in layers[stop:]:  # never run: free them
+            layer.module = model.model[layer.index] = nn.Identity()
+        self.model = model
         self.outputs = list(dict.fromkeys(outputs))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        results: dict[int, Any] = {}
-        for i in self.order:
-            inputs = [x if s == self.model_input else results[s] for s in self.sources[i]]
-            results[i] = self.blocks[str(i)](inputs[0] if self.single[i] else inputs)
-        return {f"model.{i}": results[i] for i in self.outputs}
+        maps = self.model.forward_layers(x, set(self.outputs))
+        return {f"model.{i}": maps[i] for i in self.outputs}
