@@ -5,7 +5,9 @@
 Rows: stock YOLOv5 (boxes), ours (boxes), ours carrying instance masks (coco128-seg polygons) and
 keypoint arrays (K=17, all absent) as well; first as both default to (images decoded on every read), then
 with decoded images cached in RAM on both sides (stock's ``--cache ram``, our ``cache_images``). Each row is timed over whole epochs after one warm-up epoch;
-the ratio column is images/s against the stock row measured in the same run.
+the ratio column is images/s against the stock row measured in the same run. Without stock YOLOv5 installed,
+only our rows are timed (the ratio says how to install it); without coco128, nothing is (``--json`` then
+records the figures as skipped). ``--json PATH`` also writes the figures for ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from _common import Figure, import_stock, use_this_checkout, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the offline, shimmed stock YOLOv5 import lives with the tests
+use_this_checkout()
 
 from yolostitch.data.augment import DEFAULT_AUGMENT  # noqa: E402
 from yolostitch.data.dataset import MultiTaskDataset, collate, worker_init  # noqa: E402
@@ -48,15 +51,22 @@ def ours(images: Path, args, kpt_shape=None, cache=False) -> float:
 
 
 def stock(images: Path, args, cache=False) -> float:
-    import stock_yolov5
+    from yolostitch.stock.importer import import_stock_yolo, stock_yaml_dir
 
-    stock_yolov5.import_stock_yolo()
+    import_stock_yolo()
     from yolov5.utils.dataloaders import create_dataloader
 
-    hyp = yaml.safe_load((stock_yolov5.stock_yaml_dir().parent / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+    hyp = yaml.safe_load((stock_yaml_dir().parent / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
     loader, _ = create_dataloader(str(images), args.imgsz, args.batch, 32, hyp=hyp, augment=True,
                                   workers=args.workers, shuffle=True, prefix="", cache="ram" if cache else False)
     return throughput(loader, args.epochs)
+
+
+ROWS = (("boxes", False), ("boxes + masks + keypoints", True))  # our rows: label, with polygons + keypoints
+
+
+def figure_name(label: str, cache: bool) -> str:
+    return f"dataloader images/s, {label}{', images cached in RAM' if cache else ''} (ours / stock)"
 
 
 def main() -> None:
@@ -66,21 +76,36 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here for run_all.py")
     args = p.parse_args()
     boxes = args.datasets / "coco128" / "images" / "train2017"
     polygons = args.datasets / "coco128-seg" / "images" / "train2017"
-    if not boxes.is_dir():
-        sys.exit(f"coco128 not found under {args.datasets} (pass --datasets)")
+    settings = f"coco128, imgsz {args.imgsz}, batch {args.batch}, {args.workers} workers, {args.epochs} epochs"
+    if not boxes.is_dir() or not polygons.is_dir():
+        missing = f"coco128 / coco128-seg not found under {args.datasets} (pass --datasets)"
+        write_json(args.json, "dataloader", [Figure(figure_name(label, cache), at_least=1.0,
+                                                    note=f"skipped: {missing}")
+                                             for cache in (False, True) for label, _ in ROWS])
+        sys.exit(0 if args.json else missing)
+    stock_missing = import_stock()
     print(f"dataloader, imgsz {args.imgsz}, batch {args.batch}, {args.workers} workers, mosaic on, "
           f"{args.epochs} epochs timed after one warm-up epoch")
+    if stock_missing:
+        print(stock_missing)
     print(f"{'loader':<50}{'images/s':>10}{'vs stock':>10}")
+    figures = []
     for cache in (False, True):
         suffix = ", images cached in RAM" if cache else ""
-        rows = [(f"stock YOLOv5 (boxes{suffix})", stock(boxes, args, cache)),
-                (f"yolostitch (boxes{suffix})", ours(boxes, args, cache=cache)),
-                (f"yolostitch (boxes + masks + keypoints{suffix})", ours(polygons, args, [17, 3], cache))]
-        for name, rate in rows:
-            print(f"{name:<50}{rate:>10.1f}{rate / rows[0][1]:>9.2f}x", flush=True)
+        reference = None if stock_missing else stock(boxes, args, cache)
+        if reference is not None:
+            print(f"{'stock YOLOv5 (boxes' + suffix + ')':<50}{reference:>10.1f}{1:>9.2f}x", flush=True)
+        for label, multitask in ROWS:
+            rate = ours(polygons, args, [17, 3], cache) if multitask else ours(boxes, args, cache=cache)
+            ratio = f"{rate / reference:>9.2f}x" if reference else "      n/a"
+            print(f"{'yolostitch (' + label + suffix + ')':<50}{rate:>10.1f}{ratio}", flush=True)
+            figures.append(Figure(figure_name(label, cache), rate, reference, "images/s", "stock YOLOv5 7.0",
+                                  at_least=1.0, note=stock_missing or ""))
+    write_json(args.json, "dataloader", figures, [settings])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ gradients, BatchNorm statistics fixed), data loading with the full augmentation 
 same neck and Detect head, plus three 1x1 adapters) on a cache of that backbone's outputs (``ckpt:`` extractor,
 layers 4/6/9), loading included. Both run the same optimizer step, loss, batch size and worker count, one epoch
 each after a warm-up of a few batches. Printed: both epoch times, their ratio (target: cache <= 0.25x), the
-extraction time (paid once) and the cache size per image.
+extraction time (paid once) and the cache size per image. ``--n-train N`` uses only the first N training images
+(smoke runs); ``--json PATH`` also writes the figures for ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -20,25 +21,29 @@ import time
 from pathlib import Path
 
 import torch
+from _common import Figure, subset_data_yaml, use_this_checkout, write_json
 from torch.utils.data import DataLoader
 
-from yolostitch import build_model
-from yolostitch.data.config import load_data_config
-from yolostitch.data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
-from yolostitch.data.feature_cache import FeatureCache, FeatureDataset
-from yolostitch.data.scan import scan_split
-from yolostitch.engine.inputs import model_input
-from yolostitch.engine.trainer import load_hyp
-from yolostitch.extract import build_extractor
-from yolostitch.extract.writer import write_cache
-from yolostitch.losses import ComputeLoss
-from yolostitch.weights import save_checkpoint
+use_this_checkout()  # measure this checkout's yolostitch
+
+from yolostitch import build_model  # noqa: E402
+from yolostitch.data.config import load_data_config  # noqa: E402
+from yolostitch.data.dataset import MultiTaskDataset, collate, loader_workers, worker_init  # noqa: E402
+from yolostitch.data.feature_cache import FeatureCache, FeatureDataset  # noqa: E402
+from yolostitch.data.scan import scan_split  # noqa: E402
+from yolostitch.engine.inputs import model_input  # noqa: E402
+from yolostitch.engine.trainer import load_hyp  # noqa: E402
+from yolostitch.extract import build_extractor  # noqa: E402
+from yolostitch.extract.writer import write_cache  # noqa: E402
+from yolostitch.losses import ComputeLoss  # noqa: E402
+from yolostitch.weights import save_checkpoint  # noqa: E402
 
 FEATURE_CFG = {"yolov5n.yaml": "yolov5n-feat.yaml", "yolov5s.yaml": "yolov5s-feat.yaml"}
 
 
 def epoch_seconds(model, loader, hyp: dict, imgsz: int, warmup: int = 3) -> tuple[float, int]:
     """Wall time of one pass over ``loader`` (after ``warmup`` batches): load, forward, loss, backward, step."""
+    warmup = min(warmup, len(loader) - 1)  # small smoke-run loaders still time at least one batch
     loss_fn = ComputeLoss(model, hyp, imgsz)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
@@ -67,8 +72,19 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--n-train", type=int, default=None, help="use only the first N training images (smoke runs)")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here for run_all.py")
     args = p.parse_args()
 
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        if args.n_train:
+            args.data = str(subset_data_yaml(args.data, args.n_train, tmp / "subset"))
+        run(args, tmp)
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    """Extract the cache into ``tmp``, time one epoch each way, print and (``--json``) write the figures."""
     torch.manual_seed(0)
     data = load_data_config(args.data)
     hyp = load_hyp("hyp.scratch-low.yaml")
@@ -76,29 +92,28 @@ def main() -> None:
     workers = loader_workers(args.workers, args.batch_size)
 
     image_model = build_model(args.cfg, nc=data.nc)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = save_checkpoint(Path(tmp) / "image.pt", image_model)
-        extractor = build_extractor(f"ckpt:{weights}", imgsz=args.imgsz)
-        start = time.perf_counter()
-        summary = write_cache(extractor, args.data, Path(tmp) / "cache", args.imgsz, splits=["train"],
-                              batch_size=args.batch_size, workers=args.workers)
-        extract_s = time.perf_counter() - start
-        cache = FeatureCache(Path(tmp) / "cache")
-        dtype = cache.header["dtype"]
+    weights = save_checkpoint(tmp / "image.pt", image_model)
+    extractor = build_extractor(f"ckpt:{weights}", imgsz=args.imgsz)
+    start = time.perf_counter()
+    summary = write_cache(extractor, args.data, tmp / "cache", args.imgsz, splits=["train"],
+                          batch_size=args.batch_size, workers=args.workers)
+    extract_s = time.perf_counter() - start
+    cache = FeatureCache(tmp / "cache")
+    dtype = cache.header["dtype"]
 
-        for i, m in enumerate(image_model.model):  # --freeze 10: the backbone
-            if i < len(image_model.yaml["backbone"]):
-                m.requires_grad_(False)
-        images = MultiTaskDataset(labels, args.imgsz, augment=True, hyp=hyp, use_masks=False)
-        image_loader = DataLoader(images, batch_size=args.batch_size, shuffle=True, num_workers=workers,
-                                  collate_fn=collate, worker_init_fn=worker_init)
-        feature_model = build_model(FEATURE_CFG[args.cfg], nc=data.nc, features=cache.contract)
-        feats = FeatureDataset(labels, cache, augment=True, hyp=hyp)
-        feature_loader = DataLoader(feats, batch_size=args.batch_size, shuffle=True, num_workers=workers,
-                                    collate_fn=collate, worker_init_fn=worker_init)
+    for i, m in enumerate(image_model.model):  # --freeze 10: the backbone
+        if i < len(image_model.yaml["backbone"]):
+            m.requires_grad_(False)
+    images = MultiTaskDataset(labels, args.imgsz, augment=True, hyp=hyp, use_masks=False)
+    image_loader = DataLoader(images, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                              collate_fn=collate, worker_init_fn=worker_init)
+    feature_model = build_model(FEATURE_CFG[args.cfg], nc=data.nc, features=cache.contract)
+    feats = FeatureDataset(labels, cache, augment=True, hyp=hyp)
+    feature_loader = DataLoader(feats, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                collate_fn=collate, worker_init_fn=worker_init)
 
-        image_s, n_image = epoch_seconds(image_model, image_loader, hyp, args.imgsz)
-        cache_s, n_cache = epoch_seconds(feature_model, feature_loader, hyp, args.imgsz)
+    image_s, n_image = epoch_seconds(image_model, image_loader, hyp, args.imgsz)
+    cache_s, n_cache = epoch_seconds(feature_model, feature_loader, hyp, args.imgsz)
 
     per_image_image, per_image_cache = image_s / n_image, cache_s / n_cache
     ratio = per_image_cache / per_image_image
@@ -110,6 +125,13 @@ def main() -> None:
     print(f"{'extraction, paid once':<42}{extract_s:8.1f} s  for {summary['images']} images")
     print(f"{'cache size':<42}{summary['bytes_per_image'] / 2**10:8.0f} KB/image ({summary['bytes'] / 2**20:.0f} MB, "
           f"{dtype})")
+    figure = Figure(f"feature-cache epoch, {Path(args.cfg).stem} (cache / images, backbone frozen)",
+                    per_image_cache * 1e3, per_image_image * 1e3, "ms/image", "from images", at_most=0.25)
+    write_json(args.json, "feature_cache", [figure],
+               [f"{args.cfg} at {args.imgsz}, batch {args.batch_size}, {workers} workers, {len(labels)} images; "
+                f"extraction {extract_s:.1f} s for {summary['images']} images (paid once), cache "
+                f"{summary['bytes_per_image'] / 2**10:.0f} KB/image ({dtype})"],
+               image_s=image_s, cache_s=cache_s, extract_s=extract_s, images=len(labels))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ training <= 1.3x, inference <= 1.2x) and the sum of three single-task models (de
 model carries the detector its branch shares, as in YOLOv5-seg and YOLO-Pose).
 Accuracy (with --epochs): each of yolov5n, -seg, -pose, -multitask trained from scratch with the same
 recipe and validated; box mAP of the multi-task model vs det-only (target: within 1 point).
+``--json PATH`` also writes the cost figures for ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ import time
 from pathlib import Path
 
 import torch
+from _common import Figure, use_this_checkout, write_json
 
-from yolostitch import build_model
-from yolostitch.data.config import load_data_config
-from yolostitch.data.dataset import MultiTaskDataset, collate
-from yolostitch.data.scan import scan_split
-from yolostitch.engine.predict import assemble_masks, postprocess
-from yolostitch.engine.trainer import TrainOptions, load_hyp, train
-from yolostitch.losses import ComputeLoss
+use_this_checkout()  # measure this checkout's yolostitch
+
+from yolostitch import build_model  # noqa: E402
+from yolostitch.data.config import load_data_config  # noqa: E402
+from yolostitch.data.dataset import MultiTaskDataset, collate  # noqa: E402
+from yolostitch.data.scan import scan_split  # noqa: E402
+from yolostitch.engine.predict import assemble_masks, postprocess  # noqa: E402
+from yolostitch.engine.trainer import TrainOptions, load_hyp, train  # noqa: E402
+from yolostitch.losses import ComputeLoss  # noqa: E402
 
 MODELS = {"det": "yolov5n.yaml", "seg": "yolov5n-seg.yaml", "pose": "yolov5n-pose.yaml",
           "multitask": "yolov5n-multitask.yaml"}
@@ -103,18 +107,36 @@ def main() -> None:
     p.add_argument("--skip-cost", action="store_true", help="only the accuracy part")
     p.add_argument("--project", default="runs/benchmarks/multitask")
     p.add_argument("--out", type=Path, help="also write the tables (markdown) here")
+    p.add_argument("--json", type=Path, help="also write the cost figures here for run_all.py")
     args = p.parse_args()
     data = load_data_config(args.data)
     lines: list[str] = []
     if not args.skip_cost:
-        lines = cost_table(data, args)
+        lines, cost = cost_table(data, args)
+        write_json(args.json, "multitask", cost_figures(cost),
+                   [f"yolov5n, imgsz {args.imgsz}, batch {args.batch_size}, {args.batches} batches, fastest of "
+                    f"{args.repeats} passes, {torch.get_num_threads()} threads"], cost_s_per_image=cost)
     if args.epochs:
         lines += accuracy_table(args)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
 
-def cost_table(data, args) -> list[str]:
+def cost_figures(cost: dict[str, tuple[float, float]]) -> list[Figure]:
+    """Multi-task against det-only (the targets) and against the three single-task models it replaces."""
+    (tr, inf), (det_tr, det_inf) = cost["multitask"], cost["det"]
+    singles = [sum(cost[k][i] for k in ("det", "seg", "pose")) for i in (0, 1)]
+    ms = 1e3
+    return [Figure("multi-task training step (vs det-only)", tr * ms, det_tr * ms, "ms/image", "det-only",
+                   at_most=1.3),
+            Figure("multi-task inference (vs det-only)", inf * ms, det_inf * ms, "ms/image", "det-only", at_most=1.2),
+            Figure("multi-task training step (vs 3 single-task models)", tr * ms, singles[0] * ms, "ms/image",
+                   "det + seg + pose"),
+            Figure("multi-task inference (vs 3 single-task models)", inf * ms, singles[1] * ms, "ms/image",
+                   "det + seg + pose")]
+
+
+def cost_table(data, args) -> tuple[list[str], dict[str, tuple[float, float]]]:
     samples = batches(data, args.imgsz, args.batch_size, args.batches)
     print(f"cost per image, yolov5n, imgsz {args.imgsz}, batch {args.batch_size}, {torch.get_num_threads()} threads")
     cost = step_costs(data, samples, args.imgsz, args.repeats)
@@ -139,7 +161,7 @@ def cost_table(data, args) -> list[str]:
                  f"{inf / det_infer:.2f}x (target <= 1.2x); vs three single-task models: training "
                  f"{tr / singles_train:.2f}x, inference {inf / singles_infer:.2f}x")
     print("\n".join(lines), flush=True)
-    return lines
+    return lines, cost
 
 
 def accuracy_table(args) -> list[str]:

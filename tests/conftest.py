@@ -30,7 +30,21 @@ def shared_datasets() -> Path:
 def stock_yolo():
     """The stock YOLOv5 code (the `yolov5` PyPI package), offline and shimmed; skipped if not installed."""
     try:
-        import stock_yolov5
-        return stock_yolov5
+        from yolostitch.stock import importer
+
+        importer.import_stock_yolo()
+        return importer
     except ImportError as e:
         pytest.skip(f"stock YOLOv5 package unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory) -> Path:
+    """A tiny generated multi-task dataset (8 train, 4 val images of 64 px); its data YAML."""
+    from yolostitch.data.shapes import generate_shapes
+
+    root = generate_shapes(tmp_path_factory.mktemp("shapes"), n_train=8, n_val=4, imgsz=64)
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
+                    "names: [circle, triangle, square, star, hexagon]\nkpt_shape: [5, 3]\nflip_idx: [0, 3, 2, 1, 4]\n")
+    return data

@@ -21,12 +21,15 @@ socket.socket.connect_ex = refuse("connect_ex")
 socket.getaddrinfo = refuse("getaddrinfo")
 socket.create_connection = refuse("create_connection")
 import yolostitch
+import torch
+threads = torch.get_num_threads()
 model = yolostitch.build_model("yolov5n.yaml")
 summary = model.info(imgsz=320, verbose=False)
 from yolostitch.cli import main
 main(["info", "--cfg", "yolov5n.yaml", "--imgsz", "64"])
 print(json.dumps({"attempts": attempts, "omp": os.environ.get("OMP_NUM_THREADS"),
-                  "config_dir": os.environ.get("YOLO_CONFIG_DIR"), "params": summary["parameters"]}))
+                  "config_dir": os.environ.get("YOLO_CONFIG_DIR"), "params": summary["parameters"],
+                  "threads": threads}))
 """
 
 
@@ -43,6 +46,9 @@ def test_import_and_build_offline_without_writing(tmp_path):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["attempts"] == []
     assert report["omp"] is None  # ultralytics' OMP_NUM_THREADS=1 is not left behind
+    plain = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert report["threads"] == int(plain.stdout)  # nor taken in by torch: all the user's cores still train
     assert report["params"] == 1_872_157
     assert list(home.iterdir()) == [] and list(work.iterdir()) == []
     assert not Path(report["config_dir"]).exists()  # ultralytics' private settings dir is removed at exit

@@ -22,6 +22,10 @@ def _import_ultralytics_quietly() -> None:
         config_dir = tempfile.mkdtemp(prefix="yolostitch-ultralytics-")
         os.environ["YOLO_CONFIG_DIR"] = config_dir
         atexit.register(shutil.rmtree, config_dir, ignore_errors=True)
+    # torch fixes its CPU thread count from OMP_NUM_THREADS when it loads: load it before ultralytics sets that
+    # to 1, or every yolostitch process would train on one core
+    import torch  # noqa: F401
+
     omp_threads = os.environ.get("OMP_NUM_THREADS")
     import ultralytics.nn.modules  # noqa: F401  (the import is the point)
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import check_data, detect, export, extract, info, train, val
+from . import check_data, compare, detect, export, extract, info, train, val
 
 COMMANDS = {"train": train, "val": val, "detect": detect, "extract": extract, "info": info, "check-data": check_data,
-            "export": export}
+            "export": export, "compare": compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

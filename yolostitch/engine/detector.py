@@ -155,9 +155,11 @@ class Detector:
         if isinstance(weights, nn.Module):
             self.model = weights.to(self.device).eval()
         else:
+            from ..models.fuse import fuse_conv_bn
             from ..weights import load_model
 
             self.model = load_model(weights, device=self.device)
+            fuse_conv_bn(self.model)  # as stock detect.py (a model passed in is left as it is)
         heads = getattr(self.model, "heads", {})
         if "det" not in heads:
             raise ValueError(f"detect needs a model with a detection head; this one has {sorted(heads) or 'none'}")

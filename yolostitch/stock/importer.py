@@ -1,6 +1,5 @@
-"""Access to the stock YOLOv5 code (PyPI ``yolov5==7.0.14``, a packaging of ultralytics/yolov5 v7.0) for tests.
-
-Not a test module: tests import it to compare yolostitch against the reference implementation.
+"""Access to the stock YOLOv5 code (PyPI ``yolov5==7.0.14``, a packaging of ultralytics/yolov5 v7.0): the
+reference that ``compare.py --stock``, the parity tests and the benchmarks measure yolostitch against.
 
 Install the reference without its heavy, network-bound and conflicting dependencies (notably the PyPI
 ``thop`` package, whose ``thop`` module would overwrite ultralytics-thop's)::
@@ -44,10 +43,8 @@ __all__ = [
 
 
 class StockYolov5Unavailable(ImportError):
-    """The stock yolov5 package (or one of its import-time dependencies) is not installed.
-
-    Tests should turn it into a skip: ``except StockYolov5Unavailable as e: pytest.skip(str(e))``.
-    """
+    """The stock yolov5 package (or one of its import-time dependencies) is not installed; the message says
+    how to install it. Tests turn it into a skip, the command line into a one-line error."""
 
 
 _lock = threading.Lock()

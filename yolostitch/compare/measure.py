@@ -1,0 +1,64 @@
+"""The per-model figures of a comparison that are not accuracy: parameters, GFLOPs and CPU latency per image,
+measured the same way for every row (stock's row runs the same timing around stock's own inference)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+
+def read_images(files: Sequence[str | Path]) -> list[tuple[str, np.ndarray]]:
+    """(path, BGR array) of each readable file; unreadable ones are left out (the scan already reported them)."""
+    images = []
+    for f in files:
+        image = cv2.imread(str(f))
+        if image is not None:
+            images.append((str(f), image))
+    if not images:
+        raise ValueError(f"none of the {len(files)} latency images could be read (first: {files[0] if files else '-'})")
+    return images
+
+
+def latency_ms(detect: Callable, images: Sequence[tuple[str, np.ndarray]], threads: int, warmup: int = 3
+               ) -> float:
+    """Median milliseconds of ``detect(image)`` per image, one image at a time, after ``warmup`` calls.
+
+    The median of single-image calls, not a mean over a batch: it is what one image waits, and one slow call
+    (another process taking the CPU) does not move it. ``detect(image, path)`` gets the file name too, which a
+    model reading cached feature maps needs. Runs on ``threads`` torch threads, the same for every row.
+    """
+    torch.set_num_threads(threads)
+    for path, image in list(images)[:warmup]:
+        detect(image, path)
+    times = []
+    for path, image in images:
+        start = time.perf_counter()
+        detect(image, path)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def our_detector(weights: str | Path, imgsz: int, features: str | Path = "") -> Callable:
+    """detect.py's inference on one decoded image (letterbox, Conv+BN-fused forward, NMS at conf 0.25 / IoU 0.45,
+    masks and keypoints back on the image), on the CPU; feature models read the image's maps from ``features``."""
+    from ..engine.detector import Detector
+
+    detector = Detector(weights, imgsz=imgsz, device="cpu", features=features)
+
+    def detect(image: np.ndarray, path: str | None = None) -> dict[str, Any]:
+        return detector(image, im_file=path)
+
+    return detect
+
+
+def model_costs(model: Any, imgsz: int) -> dict[str, Any]:
+    """Parameters and thop GFLOPs at ``imgsz`` (unfused, as stock's summary counts them)."""
+    from ..models.summary import gflops
+
+    return {"parameters": sum(p.numel() for p in model.parameters()), "gflops": gflops(model, imgsz)}
