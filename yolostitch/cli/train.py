@@ -1,4 +1,8 @@
-"""``yolostitch train`` / ``train.py``: train a model YAML on a dataset (stock YOLOv5 flags)."""
+"""``yolostitch train`` / ``train.py``: train a model YAML on a dataset (stock YOLOv5 flags).
+
+Several processes (DDP): ``torchrun --nproc_per_node N train.py ...`` (one per GPU, NCCL; or CPU processes,
+gloo); ``--batch-size`` is then the total over the N processes.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameter YAML")
     p.add_argument("--weights", default="", help="initial weights: a yolostitch or stock YOLOv5 .pt")
     p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size (over all torchrun processes)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
     p.add_argument("--workers", type=int, default=8)
@@ -43,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stitch-init", nargs="?", type=int, const=64, default=0, metavar="N",
                    help="fit the FeatureInput adapters by least squares on N training images (default 64) so "
                         "that --weights' neck and heads see what its own backbone gave them")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun, BatchNorm statistics over all the "
+                   "processes' images (SyncBatchNorm; GPUs only)")
 
 
 def run(args: argparse.Namespace) -> int:

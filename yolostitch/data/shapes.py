@@ -33,6 +33,7 @@ nothing uses BLAS or threads, so other machines agree too; JPEG bytes assume Ope
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -40,6 +41,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -536,9 +538,51 @@ def _up_to_date(root: Path, args: dict) -> bool:
                for s, i in last for sub, ext in (("images", "jpg"), ("labels", "txt")))
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if absent) for the block, across processes:
+    ``fcntl.flock`` on POSIX, ``msvcrt.locking`` on Windows (no lock where neither exists). The lock goes
+    with the process, so a killed generator leaves nothing stale behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+            yield
+            return
+        try:
+            import msvcrt
+        except ImportError:
+            yield
+            return
+        f.seek(0)
+        while True:
+            try:
+                msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)  # retries for ~10 s, then raises
+                break
+            except OSError:
+                continue
+        try:
+            yield
+        finally:
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+
+
 def ensure_shapes(root: str | Path, **kwargs) -> Path:
-    """Generate the dataset at ``root`` unless dataset.json there records the same arguments and version."""
+    """Generate the dataset at ``root`` unless dataset.json there records the same arguments and version.
+
+    Safe with several processes (e.g. the ranks of a torchrun job, or two trainings started at once): one
+    generates under a lock file in ``root`` while the others wait, then find the dataset up to date.
+    """
     root = Path(root)
-    if _up_to_date(root, _arguments(**kwargs)):
+    args = _arguments(**kwargs)
+    if _up_to_date(root, args):
         return root
-    return generate_shapes(root, **kwargs)
+    with _exclusive(root / ".generate.lock"):
+        if _up_to_date(root, args):  # made by another process while this one waited
+            return root
+        return generate_shapes(root, **kwargs)

@@ -1,6 +1,7 @@
 """Training in stock YOLOv5's recipe: SGD/Adam(W) in three parameter groups, warmup, nbs=64 gradient
 accumulation, EMA, AMP on CUDA, gradient clipping; a checkpoint after every epoch, written atomically, from
-which ``--resume`` continues a killed run.
+which ``--resume`` continues a killed run. Under ``torchrun --nproc_per_node N`` the processes train one model
+with DistributedDataParallel (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from ..models import build_model
 from ..weights import atomic_save, checkpoint_dict, layer_correspondence, load_model, read_weights, transfer_weights
 from ..weights.checkpoint import is_own_checkpoint, plain_state
 from .plots import draw_batch, plot_label_statistics
-from .runs import increment_path, select_device
+from .runs import increment_path
 from ..yaml_io import read_yaml_mapping
+from . import distributed
 from .features import build_online_extractor, feature_record
 from .inputs import model_input
 from .stages import apply_stage, param_groups, parse_stages, stage_at
@@ -53,7 +55,7 @@ class TrainOptions:
     hyp: str = "hyp.scratch-low.yaml"
     weights: str = ""
     epochs: int = 100
-    batch_size: int = 16
+    batch_size: int = 16  # in total: torchrun's N processes load batch_size / N images each
     imgsz: int = 640
     device: str = ""
     workers: int = 8
@@ -76,6 +78,7 @@ class TrainOptions:
     extractor: str = ""  # or an extractor run online (frozen) on the augmented images
     extractor_weights: str = ""
     stitch_init: int = 0  # fit the adapters by least squares on this many images against --weights' backbone
+    sync_bn: bool = False  # SyncBatchNorm across the processes of a torchrun job (GPUs)
 
 
 def load_hyp(hyp: str | Path) -> dict[str, Any]:
@@ -92,16 +95,31 @@ def load_hyp(hyp: str | Path) -> dict[str, Any]:
 
 
 def train(opt: TrainOptions) -> dict[str, Any]:
-    """Run a training; return the final metrics. Writes weights/{last,best}.pt, results.csv, metrics.json."""
-    ckpt = None
-    if opt.resume:
-        ckpt, opt = _resume_state(opt)
-    save_dir = Path(ckpt["save_dir"]) if ckpt else increment_path(Path(opt.project) / opt.name, opt.exist_ok)
-    (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    _seed_everything(opt.seed)
-    device = select_device(opt.device)
+    """Run a training; return the final metrics. Writes weights/{last,best}.pt, results.csv, metrics.json.
+
+    Launched by torchrun with WORLD_SIZE > 1, this process joins the job and trains its DDP replica on its
+    shard of the data; rank 0 alone prints, validates and writes files (every rank resumes the same checkpoint).
+    """
+    with distributed.quiet_unless_main():
+        ckpt = None
+        if opt.resume:
+            ckpt, opt = _resume_state(opt)
+        with distributed.process_group(opt.device) as device:
+            return _train(opt, ckpt, device)
+
+
+def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[str, Any]:
+    main, world = distributed.is_main(), distributed.world_size()
+    batch_size = distributed.per_process_batch(opt.batch_size)  # this process's share of --batch-size
+    sync_bn = distributed.check_sync_bn(opt.sync_bn, device)
+    save_dir = Path(ckpt["save_dir"]) if ckpt else distributed.broadcast_object(
+        increment_path(Path(opt.project) / opt.name, opt.exist_ok) if main else None)
+    if main:
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+    _seed_everything(opt.seed + distributed.rank())  # augmentations differ per process; rank 0 = a single process
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
-    data = load_data_config(opt.data)
+    with distributed.main_first():  # a built-in dataset is generated once, by rank 0
+        data = load_data_config(opt.data)
     if opt.features and opt.extractor:
         raise ValueError("--features and --extractor: give one (a cache, or an extractor to run online)")
     cache = FeatureCache(opt.features) if opt.features else None
@@ -123,13 +141,15 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     if bad:
         raise ValueError(f"--freeze {bad}: the model has layers 0..{len(model.model) - 1}")
     stages = parse_stages(opt.stages or hyp.get("stages"), list(model.parts()))
-    (save_dir / "opt.yaml").write_text(yaml.safe_dump(asdict(opt), sort_keys=False))
-    (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+    if main:
+        (save_dir / "opt.yaml").write_text(yaml.safe_dump(asdict(opt), sort_keys=False))
+        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
 
-    train_scan = scan_split(data.splits["train"], data.nc, data.kpt_shape)
+    with distributed.main_first():  # rank 0 writes the label cache, the others read it
+        train_scan = scan_split(data.splits["train"], data.nc, data.kpt_shape)
     for p in train_scan.problems:
         print(f"skipped {p.file}: {p.reason}")
-    if not ckpt:
+    if not ckpt and main:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
     kpt_shape = data.kpt_shape if "kpt" in model.heads else None  # branches absent: their labels are not prepared
     if cache is not None:
@@ -145,20 +165,26 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                                    cache_images=opt.cache)
     if opt.stitch_init and not ckpt:
         _stitch_init(model, opt, dataset.labels, cache, extractor, imgsz, device)
-    generator = torch.Generator().manual_seed(opt.seed)
-    workers = loader_workers(opt.workers, opt.batch_size)
-    loader = DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
-                        worker_init_fn=worker_init, generator=generator, persistent_workers=workers > 0)
+    distributed.broadcast_module(model)  # every replica starts from rank 0's weights
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter objects, new norm modules
+    sampler = distributed.train_sampler(dataset, opt.seed)  # this process's shard; None: the loader shuffles
+    generator = torch.Generator().manual_seed(opt.seed + distributed.rank())
+    workers = loader_workers(min(opt.workers, distributed.cores_per_process()), batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+                        collate_fn=collate, worker_init_fn=worker_init, generator=generator,
+                        persistent_workers=workers > 0)
     val_split = data.splits.get("val") or data.splits["train"]
-    val_labels = scan_split(val_split, data.nc, data.kpt_shape).labels
+    with distributed.main_first():
+        val_labels = scan_split(val_split, data.nc, data.kpt_shape).labels
     if cache is not None:
-        vloader = feature_val_loader(val_labels, cache, opt.batch_size * 2, kpt_shape, opt.workers,
+        vloader = feature_val_loader(val_labels, cache, batch_size * 2, kpt_shape, opt.workers,
                                      use_masks="seg" in model.heads)
     else:
-        vloader = val_loader(val_labels, imgsz, opt.batch_size * 2, int(model.stride.max()), kpt_shape, opt.workers,
+        vloader = val_loader(val_labels, imgsz, batch_size * 2, int(model.stride.max()), kpt_shape, opt.workers,
                              use_masks="seg" in model.heads)
     record = feature_record(contract, cache, extractor, opt.extractor_weights) if contract else None
-    if opt.stitch_init and not ckpt:  # where training starts: the stitched model before any step
+    if opt.stitch_init and not ckpt and main:  # where training starts: the stitched model before any step
         start = flat_metrics(evaluate(model, vloader, device, kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor))
         print("stitched model before training: " + ", ".join(
             f"{p} mAP50 {start[p + '_map50']:.4f} mAP50-95 {start[p + '_map']:.4f}"
@@ -177,6 +203,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     start_epoch, best_fitness = 0, 0.0
     if ckpt:
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+        ema.ema.load_state_dict(ckpt["model"])  # the averaged weights go on from where they were
         ema.updates = ckpt["train_state"]["ema_updates"]
         start_epoch, best_fitness = ckpt["epoch"] + 1, ckpt["train_state"]["best_fitness"]
         if "balance" in ckpt["train_state"]:
@@ -187,11 +214,18 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     warmup_iters = max(round(hyp["warmup_epochs"] * nb), int(hyp.get("warmup_min_iters", 100)))  # stock: >= 100
     last_step, stale, metrics = -1, 0, {}
     csv_path = save_dir / "results.csv"
-    _truncate_csv(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
-    print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}, "
-          f"imgsz {imgsz}, {device}; results to {save_dir}")
+    if main:
+        _truncate_csv(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
+    shards = f" ({batch_size} in each of {world} processes)" if world > 1 else ""
+    print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}"
+          f"{shards}, imgsz {imgsz}, {device}; results to {save_dir}")
+    net = model  # what runs the forward: the model, or its DDP wrapper
+    sparse = "seg" in model.heads or "kpt" in model.heads  # their terms skip a batch without masks / keypoints
     for epoch in range(start_epoch, opt.epochs):
         frozen = apply_stage(model, optimizer, stage_at(stages, epoch), set(opt.freeze))
+        net = distributed.wrap(model, device, net, find_unused=sparse)  # DDP over this stage's trainable parameters
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"] * lf(epoch) * g["lr_scale"]
         model.train()
@@ -199,18 +233,25 @@ def train(opt: TrainOptions) -> dict[str, Any]:
             m.eval()
         mean_terms: dict[str, float] = {}
         bar = tqdm(enumerate(loader), total=nb, desc=f"{epoch + 1}/{opt.epochs}", leave=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30)
+                   mininterval=0.5 if sys.stderr.isatty() else 30, disable=not main)
         optimizer.zero_grad()
         for i, batch in bar:
             ni = i + nb * epoch
             x = model_input(batch, device, extractor)
             if ni <= warmup_iters:
                 accumulate = _warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, opt.batch_size)
-            with torch.autocast(device.type, enabled=amp):
-                outputs = model(x)
-                loss, terms = compute_loss(outputs, batch)
-            scaler.scale(loss).backward()
-            if ni - last_step >= accumulate:
+            step = ni - last_step >= accumulate
+            with distributed.no_sync(net, step):  # gradients are reduced over the processes only before a step
+                with torch.autocast(device.type, enabled=amp):
+                    outputs = net(x)
+                    loss, terms = compute_loss(outputs, batch)
+                # ComputeLoss returns (mean loss) x (images in the batch), as stock, so one process with batch B
+                # steps on B * g. N processes hold B / N images each and DDP *averages* their gradients: (B / N)
+                # * g. Times N (stock's loss * WORLD_SIZE) that is B * g again, exactly so when the shards' mean
+                # losses average to the batch's (test_ddp.py). nbs accumulation and weight decay use B too.
+                scaler.scale(loss * world).backward()
+            if step:
+                distributed.average_gradients(compute_loss.balance.parameters())  # outside DDP: as it does
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
                 scaler.step(optimizer)
@@ -221,14 +262,15 @@ def train(opt: TrainOptions) -> dict[str, Any]:
             for k, v in terms.items():
                 mean_terms[k] = (mean_terms.get(k, 0.0) * i + float(v)) / (i + 1)
             bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["cls"]),
-                             "lr": f"{optimizer.param_groups[0]['lr']:.4g}"})
-            if epoch == start_epoch and i < 2 and "img" in batch:
+                             "lr": f"{optimizer.param_groups[0]['lr']:.4g}"}, refresh=False)
+            if main and epoch == start_epoch and i < 2 and "img" in batch:
                 draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names)
+        mean_terms = distributed.mean_across_ranks(mean_terms)  # over every process's batches
         compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in TASK_TERMS[t])
                                         for t in compute_loss.tasks})
         lrs = {g["part"]: g["lr"] for g in optimizer.param_groups if g["kind"] == "weight"}
         final = epoch + 1 == opt.epochs
-        if not opt.noval or final:
+        if main and (not opt.noval or final):  # rank 0 validates; the others wait for its decision below
             results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None,
                                kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor)
             metrics = flat_metrics(results)
@@ -236,21 +278,23 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         improved = score > best_fitness
         best_fitness = max(best_fitness, score)
         stale = 0 if improved else stale + 1
-        _append_csv(csv_path, {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
-                               **{f"metrics/{k}": v for k, v in metrics.items()},
-                               **{f"lr/{part}": v for part, v in lrs.items()}})
-        if not opt.nosave or final:
+        if main:
+            _append_csv(csv_path, {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
+                                   **{f"metrics/{k}": v for k, v in metrics.items()},
+                                   **{f"lr/{part}": v for part, v in lrs.items()}})
+        if main and (not opt.nosave or final):
             state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, compute_loss.balance,
                                 record)
             atomic_save(state, save_dir / "weights" / "last.pt")
             if improved:
                 atomic_save(state, save_dir / "weights" / "best.pt")
-        if stale >= opt.patience:
+        if distributed.broadcast_object(stale >= opt.patience):  # rank 0's call: every process stops together
             print(f"stopping early: no improvement in {opt.patience} epochs")
             break
     summary = {**metrics, "epochs": epoch + 1, "best_fitness": best_fitness, "save_dir": str(save_dir)}
-    (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    _plot_results(csv_path)
+    if main:
+        (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        _plot_results(csv_path)
     figures = ", ".join(f"{p} mAP50 {metrics[p + '_map50']:.4f} mAP50-95 {metrics[p + '_map']:.4f}"
                         for p in ("box", "mask", "pose") if p + "_map" in metrics)
     print(f"done: {figures}; weights in {save_dir / 'weights'}")
