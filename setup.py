@@ -34,6 +34,9 @@ setup(
     extras_require={
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],  # export.py (ONNX, int8)
         "timm": ["timm>=0.9"],  # extract.py --extractor timm:NAME
+        # compare.py --stock: what the stock `yolov5==7.0.14` package imports; the package itself goes in apart,
+        # with --no-deps (its requirements pull PyPI `thop`, which breaks ultralytics-thop)
+        "stock": ["pandas", "seaborn"],
         # tests; the stock reference `yolov5==7.0.14` is installed apart with --no-deps (README): its
         # requirements pull PyPI `thop`, which breaks ultralytics-thop. pandas/seaborn are what it imports.
         "dev": ["pytest>=7", "hypothesis>=6", "pandas", "seaborn", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript",

@@ -1,6 +1,8 @@
-"""README promises: its test command is what CI runs; its listed figures are the real ones."""
+"""README promises: its test command is what CI runs; its listed figures are the real ones; its command lines
+parse as written."""
 
 import re
+import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +29,39 @@ def test_readme_parameter_table_matches_the_models():
     for size, params in re.findall(r"\| yolov5(\w) \| ([\d,]+) \|", text)[:3]:
         model = build_model(f"yolov5{size}.yaml")
         assert f"{sum(p.numel() for p in model.parameters()):,}" == params
+
+
+SCRIPTS = ("train", "val", "detect", "extract", "export", "compare")
+
+
+def readme_commands() -> list[list[str]]:
+    """yolostitch sub-command argv of every command line in README code blocks: ``python train.py ...``,
+    ``yolostitch info ...``, ``torchrun ... train.py ...`` (bash blocks, and ``$ `` lines of console blocks)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = []
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for line in block.splitlines()]
+    lines += [line[2:] for block in re.findall(r"```console\n(.*?)```", text, flags=re.S)
+              for line in block.splitlines() if line.startswith("$ ")]  # console blocks: commands, not output
+    for line in lines:
+        for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                scripts = [i for i, w in enumerate(words) if w.removesuffix(".py") in SCRIPTS and w.endswith(".py")]
+                if scripts and words[0] in ("python", "torchrun"):
+                    i = scripts[0]
+                    commands.append([words[i].removesuffix(".py"), *words[i + 1:]])
+                elif words[:1] == ["yolostitch"]:
+                    commands.append(words[1:])
+    return commands
+
+
+def test_readme_command_lines_parse_as_written():
+    from yolostitch.cli.main import build_parser
+
+    commands = readme_commands()
+    assert {c[0] for c in commands} >= {*SCRIPTS, "info", "check-data"}
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            raise AssertionError(f"README command does not parse: {shlex.join(argv)}") from None

@@ -12,12 +12,17 @@ COMMANDS = {"train": train, "val": val, "detect": detect, "extract": extract, "i
             "export": export, "compare": compare}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every sub-command's flags (the README's command lines are checked against it)."""
     parser = argparse.ArgumentParser(prog="yolostitch", description="YOLOv5 model stitching")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)
     except (FileNotFoundError, ValueError, RuntimeError) as e:  # user errors: one clear line, no traceback
