@@ -158,12 +158,15 @@ def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[s
             "cfg": str(cfg)}
 
 
-def load_stock_weights(path: str | Path):
-    """Stock's own fp32 eval-mode model from a checkpoint it wrote in this process's run."""
-    import torch
+def load_stock_weights(path: str | Path, cfg: str | Path):
+    """Stock's own fp32 eval-mode model of the stock YAML ``cfg`` with the weights of its checkpoint ``path``,
+    read by our restricted unpickler (no code from the file runs), not by ``torch.load``."""
+    from ..weights import read_weights
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # only called on stock's own fresh files
-    return (ckpt.get("ema") or ckpt["model"]).float().eval()
+    weights = read_weights(path)
+    model = import_stock_yolo().DetectionModel(str(cfg), nc=len(weights.names))
+    model.load_state_dict({k: v.float() for k, v in weights.state.items()}, strict=True)  # anchors included
+    return model.float().eval()
 
 
 def stock_detector(model, imgsz: int) -> Callable:
@@ -225,7 +228,7 @@ def _child_main(spec_path: str) -> None:
     if spec.get("measure"):
         from ..compare.measure import latency_ms, read_images
 
-        model = load_stock_weights(result["last"])
+        model = load_stock_weights(result["last"], result["cfg"])
         result.update(stock_costs(model, spec["imgsz"]))
         detect = stock_detector(model.fuse(), spec["imgsz"])  # stock detect.py fuses Conv+BN, as ours does
         result["latency_ms"] = latency_ms(detect, read_images(spec["measure"]), spec["threads"])
