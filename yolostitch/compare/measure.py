@@ -1,5 +1,5 @@
-"""The per-model figures of a comparison that are not accuracy: parameters, GFLOPs and CPU latency per image,
-measured the same way for every row (stock's row runs the same timing around stock's own inference)."""
+"""CPU latency per image, measured the same way for every row of a comparison (stock's row runs the same
+timing around stock's own inference); parameters and GFLOPs come from ``models.summary``."""
 
 from __future__ import annotations
 
@@ -55,10 +55,3 @@ def our_detector(weights: str | Path, imgsz: int, features: str | Path = "") -> 
         return detector(image, im_file=path)
 
     return detect
-
-
-def model_costs(model: Any, imgsz: int) -> dict[str, Any]:
-    """Parameters and thop GFLOPs at ``imgsz`` (unfused, as stock's summary counts them)."""
-    from ..models.summary import gflops
-
-    return {"parameters": sum(p.numel() for p in model.parameters()), "gflops": gflops(model, imgsz)}

@@ -24,7 +24,7 @@ from ..data.scan import scan_split
 from ..engine.runs import increment_path
 from ..models.config import load_model_config
 from ..models.feature_input import feature_rows
-from .measure import latency_ms, model_costs, our_detector, read_images
+from .measure import latency_ms, our_detector, read_images
 from .report import write_report
 
 STOCK_ARCHITECTURES = ("yolov5n.yaml", "yolov5s.yaml", "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml")
@@ -164,9 +164,11 @@ def _accuracy(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _measure(weights: str | Path, imgsz: int, features: str, latency_files: list[str], threads: int
              ) -> dict[str, Any]:
+    from ..models.summary import model_summary
     from ..weights import load_model
 
-    costs = model_costs(load_model(weights), imgsz)
+    summary = model_summary(load_model(weights), imgsz, verbose=False)  # unfused, as stock's summary counts
+    costs = {"parameters": summary["parameters"], "gflops": summary["gflops"]}
     detect = our_detector(weights, imgsz, features)
     return {**costs, "latency_ms": latency_ms(detect, read_images(latency_files), threads),
             "latency_note": "excl. the feature extractor (maps read from the cache)" if features else ""}
