@@ -3,7 +3,9 @@
 At import, ultralytics writes a settings JSON into the user's config directory, can probe the network
 and sets ``OMP_NUM_THREADS=1``. yolostitch promises to touch no network and to write nothing outside
 the run directory, so it points ultralytics at a private temporary config directory (removed at exit),
-forces offline mode and gives back the thread setting the user had.
+forces offline mode and gives back the thread setting the user had. It also checks the versions of torch (an
+older one than yolostitch needs is refused) and ultralytics (another one is named in a warning line), as
+:mod:`yolostitch._versions` says.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import atexit
 import os
 import shutil
 import tempfile
+
+from ._versions import LOGGER, check_torch, installed_version, ultralytics_mismatch
 
 
 def _import_ultralytics_quietly() -> None:
@@ -24,10 +28,18 @@ def _import_ultralytics_quietly() -> None:
         atexit.register(shutil.rmtree, config_dir, ignore_errors=True)
     # torch fixes its CPU thread count from OMP_NUM_THREADS when it loads: load it before ultralytics sets that
     # to 1, or every yolostitch process would train on one core
-    import torch  # noqa: F401
+    import torch
 
+    check_torch(torch.__version__)
     omp_threads = os.environ.get("OMP_NUM_THREADS")
-    import ultralytics.nn.modules  # noqa: F401  (the import is the point)
+    installed = installed_version("ultralytics")
+    mismatch = ultralytics_mismatch(installed)
+    if mismatch and installed:  # another version: say which one is needed, and go on (it may well work)
+        LOGGER.warning(mismatch)
+    try:
+        import ultralytics.nn.modules  # noqa: F401  (the import is the point)
+    except ImportError as e:
+        raise ImportError(f"{mismatch or 'ultralytics does not import'} ({type(e).__name__}: {e})") from e
 
     if omp_threads is None:
         os.environ.pop("OMP_NUM_THREADS", None)

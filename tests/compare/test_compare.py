@@ -112,7 +112,7 @@ def test_stock_not_importable_is_one_clear_line(fake_stock, tiny_shapes, tmp_pat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--cfg", "yolov5n-multitask.yaml", "--stock"], "none of --cfg ['yolov5n-multitask.yaml'] is a stock arch"),
+    (["--cfg", "yolov5n-pose.yaml", "--stock"], "none of --cfg ['yolov5n-pose.yaml'] has a stock YOLOv5 counterpart"),
     (["--cfg", "yolov5n-feat.yaml"], "--cfg yolov5n-feat.yaml reads feature maps: pass --features DIR"),
     ([], "nothing to compare"),
 ])

@@ -166,6 +166,17 @@ def test_ensure_shapes_skips_and_regenerates(tmp_path, monkeypatch):
     assert _files(root) == first
 
 
+def test_generation_is_announced_once(tmp_path, capsys):
+    """The first use of the built-in data takes seconds: one line says it is being generated, and where."""
+    args = dict(n_train=2, n_val=1, imgsz=64)
+    shapes.ensure_shapes(tmp_path / "data", **args)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"generating the built-in dataset in {tmp_path / 'data'} (2 train + 1 val images; once, "
+                     "later runs reuse it)"]
+    shapes.ensure_shapes(tmp_path / "data", **args)  # up to date: silent
+    assert capsys.readouterr().out == ""
+
+
 def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="size_range"):
         shapes.generate_shapes(tmp_path, size_range=(0.5, 0.1))

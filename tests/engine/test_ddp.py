@@ -7,6 +7,7 @@ Each torchrun launch costs a few seconds of imports per process; the runs are ti
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -117,7 +118,8 @@ def test_two_processes_take_the_same_steps_as_one(mirrored_data, tmp_path):
     data, init = mirrored_data
     hyp = write_hyp(tmp_path / "hyp.yaml", hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, translate=0.0, scale=0.0, fliplr=0.0,
                     mosaic=0.0, warmup_epochs=0, warmup_min_iters=0, nbs=8)
-    opts = options(tmp_path, data=str(data), hyp=str(hyp), weights=str(init), epochs=3, stages="det")
+    opts = options(tmp_path, data=str(data), hyp=str(hyp), weights=str(init), epochs=3, stages="det",
+                   amp="off")  # exact arithmetic: bf16 would round a batch of 4 and two shards of 2 differently
     one = Path(train(TrainOptions(**opts, name="one"))["save_dir"])
     out = torchrun(str(ROOT / "train.py"), *flags({**opts, "name": "two"}), cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -294,3 +296,46 @@ def test_processes_generating_the_same_dataset_wait_for_each_other(tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     assert log.read_text() == "generated\n"
     assert shapes._up_to_date(tmp_path / "data", shapes._arguments(n_train=24, n_val=4, imgsz=64))
+
+
+FAILING_RANK = """
+import os, sys, time
+import torch.distributed as dist
+from yolostitch.engine import trainer
+
+if os.environ["RANK"] == "1":
+    # a teardown that waits for the other processes, as NCCL's can while collectives are in flight
+    dist.destroy_process_group = lambda *args, **kwargs: time.sleep(3600)
+
+    class Loss(trainer.ComputeLoss):
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("bug in rank 1")
+
+    trainer.ComputeLoss = Loss
+from yolostitch.cli.main import main
+
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_a_failing_rank_ends_the_job_promptly(tiny_shapes, tmp_path):
+    """Rank 1 hits a bug in its first step while rank 0 waits for its gradients in DDP's all-reduce. Rank 1
+    must leave at once (log, traceback, exit) rather than tear its process group down cleanly, which can wait
+    for the very process that waits for it: here that teardown blocks, as NCCL's can, and the job used to hang
+    for the group's 3-hour timeout. Its exit makes torchrun stop rank 0, and the job fails within seconds."""
+    worker = tmp_path / "failing.py"
+    worker.write_text(FAILING_RANK)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+           *flags(options(tmp_path, data=str(tiny_shapes), epochs=1))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+                            start_new_session=True)  # its own process group: a hung job is killed whole below
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the job was still running 120 s after rank 1 failed")
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed: leaving the job without waiting for the other processes" in err
+    assert "Traceback (most recent call last)" in err and "RuntimeError: bug in rank 1" in err  # a bug: traceback

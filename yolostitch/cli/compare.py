@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from .amp import add_amp_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="shapes.yaml", help="data YAML (default: the built-in synthetic data)")
     p.add_argument("--cfg", nargs="+", default=[], help="model YAMLs to train with the shared recipe, e.g. "
                    "yolov5n.yaml yolov5n-multitask.yaml yolov5n-feat.yaml")
     p.add_argument("--weights", nargs="+", default=[], help="checkpoints to validate only (no training)")
+    p.add_argument("--init", default="", metavar="WEIGHTS", help="a local .pt every trained row starts from: ours "
+                   "as train.py --weights, stock's as its own train.py --weights (e.g. yolov5n.pt)")
+    p.add_argument("--no-class-transfer", dest="class_transfer", action="store_false",
+                   help="--init: do not copy the Detect class rows of the data's classes that the checkpoint also "
+                        "names (ours only; stock never does)")
     p.add_argument("--features", default="", help="feature cache (extract.py) for the FeatureInput models")
     p.add_argument("--stock", action="store_true", help="add a row from the real stock YOLOv5 (pip yolov5) for "
                    "each stock architecture among --cfg, trained with the same data, recipe and epochs")
@@ -26,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/compare")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
+    add_amp_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .amp import add_amp_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="a yolostitch checkpoint or a stock YOLOv5 .pt")
@@ -28,18 +30,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--features", default="", help="feature cache (extract.py) of the source images, for a "
                    "FeatureInput model")
+    p.add_argument("--extractor", default="", help="for a FeatureInput model: run this extractor online (any spec, "
+                   "as train.py's; needed for a model trained with torchscript:FILE or module:function, which a "
+                   "checkpoint cannot make run by itself); default: the built-in extractor the model was trained with")
+    p.add_argument("--extractor-weights", default="", help="weights file for a torchvision/timm --extractor "
+                   "(default: the one recorded when --extractor is the recorded spec)")
+    add_amp_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.detector import iter_detect
+    from ..errors import FlagError
 
     if not args.source and not args.features:
-        raise ValueError("--source: give images, a folder, a glob, a .txt list or a video (or --features DIR)")
+        raise FlagError("--source: give images, a folder, a glob, a .txt list or a video (or --features DIR)")
 
     for _ in iter_detect(args.weights, args.source, args.imgsz, args.conf_thres, args.iou_thres, args.max_det,
                          args.device, args.classes, args.agnostic_nms, save=not args.nosave, save_txt=args.save_txt,
                          save_conf=args.save_conf, project=args.project, name=args.name, exist_ok=args.exist_ok,
                          line_thickness=args.line_thickness, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
-                         verbose=True, features=args.features):
+                         verbose=True, features=args.features, extractor=args.extractor,
+                         extractor_weights=args.extractor_weights, amp=args.amp):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 
+from .amp import add_amp_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", default="yolov5s.yaml", help="model YAML: a path or a built-in name")
     p.add_argument("--data", default="shapes.yaml", help="data YAML (default: the built-in synthetic data)")
     p.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameter YAML")
     p.add_argument("--weights", default="", help="initial weights: a yolostitch or stock YOLOv5 .pt")
+    p.add_argument("--no-class-transfer", dest="class_transfer", action="store_false",
+                   help="--weights: do not copy the Detect class rows of the data's classes that the checkpoint "
+                        "also names (matched case-insensitively, e.g. 'person' from a COCO model); they start fresh")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16, help="total batch size (over all torchrun processes)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
@@ -49,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "that --weights' neck and heads see what its own backbone gave them")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun, BatchNorm statistics over all the "
                    "processes' images (SyncBatchNorm; GPUs only)")
+    add_amp_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

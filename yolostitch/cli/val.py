@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .amp import add_amp_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="a yolostitch checkpoint or a stock YOLOv5 .pt")
@@ -22,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument("--features", default="", help="feature cache (extract.py) for a FeatureInput model; without it "
                    "such a model runs the extractor it was trained with online, if it was")
+    p.add_argument("--extractor", default="", help="for a FeatureInput model: run this extractor online (any spec, "
+                   "as train.py's; needed for a model trained with torchscript:FILE or module:function, which a "
+                   "checkpoint cannot make run by itself); default: the built-in extractor the model was trained with")
+    p.add_argument("--extractor-weights", default="", help="weights file for a torchvision/timm --extractor "
+                   "(default: the one recorded when --extractor is the recorded spec)")
+    add_amp_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
 
     run_val(args.weights, args.data, args.imgsz, args.batch_size, args.conf_thres, args.iou_thres, args.max_det,
             args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok,
-            features=args.features)
+            features=args.features, extractor=args.extractor, extractor_weights=args.extractor_weights,
+            amp=args.amp)
     return 0

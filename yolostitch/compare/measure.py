@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import DataError
+
 
 def read_images(files: Sequence[str | Path]) -> list[tuple[str, np.ndarray]]:
     """(path, BGR array) of each readable file; unreadable ones are left out (the scan already reported them)."""
@@ -21,7 +23,7 @@ def read_images(files: Sequence[str | Path]) -> list[tuple[str, np.ndarray]]:
         if image is not None:
             images.append((str(f), image))
     if not images:
-        raise ValueError(f"none of the {len(files)} latency images could be read (first: {files[0] if files else '-'})")
+        raise DataError(f"none of the {len(files)} latency images could be read (first: {files[0] if files else '-'})")
     return images
 
 
@@ -44,12 +46,13 @@ def latency_ms(detect: Callable, images: Sequence[tuple[str, np.ndarray]], threa
     return 1000 * statistics.median(times)
 
 
-def our_detector(weights: str | Path, imgsz: int, features: str | Path = "") -> Callable:
+def our_detector(weights: str | Path, imgsz: int, features: str | Path = "", amp: str = "auto") -> Callable:
     """detect.py's inference on one decoded image (letterbox, Conv+BN-fused forward, NMS at conf 0.25 / IoU 0.45,
-    masks and keypoints back on the image), on the CPU; feature models read the image's maps from ``features``."""
+    masks and keypoints back on the image), on the CPU; feature models read the image's maps from ``features``;
+    ``amp`` as detect.py's ``--amp`` (auto: bf16 on CPUs with native bf16)."""
     from ..engine.detector import Detector
 
-    detector = Detector(weights, imgsz=imgsz, device="cpu", features=features)
+    detector = Detector(weights, imgsz=imgsz, device="cpu", features=features, amp=amp)
 
     def detect(image: np.ndarray, path: str | None = None) -> dict[str, Any]:
         return detector(image, im_file=path)

@@ -20,8 +20,9 @@ COLUMNS = (
     ("gflops", "GFLOPs", "{:.2f}".format),
     ("latency_ms", "CPU ms/img", "{:.1f}".format),
     ("train_s", "train time", lambda v: f"{v / 60:.1f} min"),
+    ("init", "init", str),  # with --init: what each trained row took from the checkpoint
 )
-OPTIONAL = ("mask_map", "pose_map")
+OPTIONAL = ("mask_map", "pose_map", "init")
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[tuple]:
@@ -36,15 +37,26 @@ def markdown(rows: Sequence[dict[str, Any]], recipe: str) -> str:
         lines.append("| " + " | ".join("-" if r.get(k) is None else fmt(r[k]) for k, _, fmt in cols) + " |")
     notes = [f"Recipe: {recipe}."]
     notes += [f"{r['model']} ({r['source']}): latency {r['latency_note']}." for r in rows if r.get("latency_note")]
-    if any(r["source"].startswith("stock") for r in rows):
+    if any(r["source"].startswith("stock") and r.get("mask_map") is None for r in rows):
         notes.append("Stock rows: the stock yolov5 package trained its own YAML on the same images and boxes "
                      "(box-only labels), validated by its own val.py code; train time includes its final "
                      "re-validation of best.pt. Latency: its own letterbox, fused forward and NMS.")
+    if any(r["source"].startswith("stock") and r.get("mask_map") is not None for r in rows):
+        notes.append("Stock -seg rows: the stock yolov5 package's segment/train.py trained its own models/segment "
+                     "YAML on the same images and polygons (each box is its polygon's extent, as stock derives it), "
+                     "validated by its own segment/val.py code (box and mask mAP). Latency: its segment/predict.py "
+                     "--retina-masks path: letterbox, fused forward, NMS, masks at the image's resolution, as ours.")
+    notes += [f"{r['model']} ({r['source']}): {r['data_note']}." for r in rows if r.get("data_note")]
+    if any(r.get("init") for r in rows) and any(r["source"].startswith("stock") for r in rows):
+        notes.append("init: with another class count than the checkpoint's, stock's --weights leaves Detect's convs "
+                     "fresh; ours keeps their box/objectness rows and the rows of the classes named in both (unless "
+                     "--no-class-transfer), so ours can start ahead: read early epochs with that in mind.")
     return "\n".join(lines + [""] + notes) + "\n"
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    extra = [k for k in ("mask_map50", "pose_map50", "latency_note", "weights") if any(r.get(k) for r in rows)]
+    extra = [k for k in ("mask_map50", "pose_map50", "latency_note", "data_note", "weights")
+             if any(r.get(k) for r in rows)]
     keys = [c[0] for c in columns(rows)] + extra
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")

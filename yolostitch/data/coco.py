@@ -2,8 +2,12 @@
 
 Mapping rules:
 
-- categories, sorted by COCO id, become classes 0..nc-1; ``CocoSplit.category_ids[c]`` is class c's COCO id;
+- categories, sorted by COCO id (the order COCO's own files list them in), become classes 0..nc-1;
+  ``CocoSplit.category_ids[c]`` is class c's COCO id; :func:`coco_names` gives the same order, so a data
+  YAML that leaves ``names`` out gets names that match these labels;
 - every image entry gives one ``ImageLabels`` (no annotations: a background), sized by its JSON width/height;
+  its ``file_name`` is looked for in the folders of :func:`~yolostitch.data.coco_source.image_folders`
+  (``CocoSplit.folders``; an image found in none keeps its path under the first and the scan reports it);
 - bbox ``[x, y, w, h]`` in pixels is clipped to the image and normalised to ``cx cy w h``;
 - segmentation (polygon parts, or an RLE mask's outer contours) becomes one polygon per instance: parts are
   joined by zero-width bridges between their nearest vertices; no usable part (< 3 points, no area) -> no
@@ -17,7 +21,6 @@ Mapping rules:
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +31,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from yolostitch.data.coco_source import ImageFinder, image_folders
+from yolostitch.errors import DataError
 from yolostitch.data.labels import COORD_TOLERANCE, ImageLabels, Problem, empty_labels
 
 _MAX_LISTED_IDS = 5  # annotation ids quoted in a summary problem
@@ -42,6 +47,7 @@ class CocoSplit:
     category_ids: list[int]  # class index -> COCO category id (to write predictions back as COCO JSON)
     image_ids: list[int]
     problems: list[Problem] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)  # where images were looked for, in order
 
 
 class _Bad(ValueError):
@@ -58,16 +64,22 @@ class _Image:
 
 
 def read_coco(json_path: str | Path, images_dir: str | Path | None = None,
-              kpt_shape: Sequence[int] | None = None) -> CocoSplit:
+              kpt_shape: Sequence[int] | None = None, root: str | Path | None = None) -> CocoSplit:
     """Read a COCO instances/keypoints JSON; see the module docstring for the rules.
 
+    ``images_dir``: the one folder holding the images; ``root``: the dataset root, searched for COCO's layout.
+    Both default to those a :class:`~yolostitch.data.coco_source.CocoSource` carries.
     Raises only when the file itself is unreadable or is not COCO (no ``images`` list).
     """
+    if images_dir is None:
+        images_dir = getattr(json_path, "images", None)
+    if root is None:
+        root = getattr(json_path, "root", None)
     path = Path(json_path)
     file = str(path)
     data = json.loads(path.read_bytes())
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{file}: not a COCO annotation file (expected an object with an 'images' list)")
+        raise DataError(f"{file}: not a COCO annotation file (expected an object with an 'images' list)")
     problems: list[Problem] = []
 
     def report(reason: str) -> None:
@@ -82,15 +94,15 @@ def read_coco(json_path: str | Path, images_dir: str | Path | None = None,
     class_of = {cid: i for i, cid in enumerate(category_ids)}
     _group_annotations(annotations, images, skipped_ids, class_of, report)
 
-    json_dir = os.path.dirname(os.path.abspath(path))
+    folders = image_folders(path, images_dir, root)
+    find = ImageFinder(folders)
     mismatched: dict[int, list[str]] = {}  # keypoint count -> annotations with it
-    labels = [_image_labels(im, _image_path(im.file_name, json_dir, images_dir), kpt_shape, report, mismatched)
-              for im in images.values()]
+    labels = [_image_labels(im, find(im.file_name), kpt_shape, report, mismatched) for im in images.values()]
     for count, where in mismatched.items():
         listed = ", ".join(where[:_MAX_LISTED_IDS]) + (", ..." if len(where) > _MAX_LISTED_IDS else "")
         report(f"{len(where)} annotation(s) have {count} keypoints but kpt_shape has {kpt_shape[0]}; "
                f"their keypoints are dropped ({listed})")
-    return CocoSplit(labels, names, category_ids, list(images), problems)
+    return CocoSplit(labels, names, category_ids, list(images), problems, folders)
 
 
 def coco_names(json_path: str | Path) -> dict[int, str]:
@@ -202,15 +214,6 @@ def _group_annotations(annotations: list, images: dict[int, _Image], skipped_ids
         report(f"{crowd} crowd annotation(s) (iscrowd=1) skipped: YOLO training does not use crowd regions")
     if orphans:
         report(f"{orphans} annotation(s) of skipped image entries dropped")
-
-
-def _image_path(file_name: str, json_dir: str, images_dir: str | Path | None) -> str:
-    """Absolute image path: under images_dir if given, else the first existing of the usual layouts."""
-    if images_dir is not None:
-        return os.path.abspath(os.path.join(images_dir, file_name))
-    candidates = [os.path.join(json_dir, file_name), os.path.join(json_dir, "..", "images", file_name),
-                  os.path.join(json_dir, "images", file_name)]
-    return os.path.abspath(next((c for c in candidates if os.path.exists(c)), candidates[0]))
 
 
 # ----------------------------------------------------------------------------------------- annotations

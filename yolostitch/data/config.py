@@ -2,29 +2,50 @@
 
 Keys: ``path`` (dataset root), ``train``/``val``/``test`` (each a folder of images, a ``.txt`` list of image
 paths, a COCO ``.json`` file, or a list of these; relative to ``path``), ``names`` (list or dict), ``nc``,
-``kpt_shape`` ([K, 2|3]) and ``flip_idx``. A relative ``path`` is looked up beside the YAML (from the project root for the built-in
-YAMLs in ``data/``, as stock YOLOv5 does), then in the current directory, then in the project root.
+``kpt_shape`` ([K, 2|3]) and ``flip_idx``. A relative ``path`` is looked up beside the YAML (from the project root
+for the built-in YAMLs in ``data/``, as stock YOLOv5 does), then in the current directory, then in the project root.
+
+A COCO JSON finds its images in COCO's own layout (``annotations/instances_val2017.json`` -> ``<path>/val2017/``,
+the split being the file name's last ``_``-separated token), in ``<path>/images/<split>`` or beside the JSON
+(the full search order is in :mod:`yolostitch.data.coco_source`). Elsewhere, name the folder with a mapping in
+place of the path: ``val: {json: annotations/instances_val2017.json, images: pictures/val}`` (also as an item of
+a list). ``names`` (and ``nc``) may be left out when every split is a COCO JSON: the JSONs' categories give
+them, in ascending category id (the class order of the labels read from them); JSONs whose categories differ
+are an error.
+
+The ``train`` and ``val`` sources must exist when the YAML is loaded (so a run fails before it makes any
+folder); a missing ``test`` source is only logged, as stock YOLOv5 ignores ``test`` until it is used.
 
 A ``generator`` key makes a built-in synthetic dataset: it is generated on first use (deterministically) into
-``$YOLOSTITCH_DATASETS`` (default ``~/.cache/yolostitch/datasets``) unless ``path`` is absolute.
+``$YOLOSTITCH_DATASETS`` (default ``~/.cache/yolostitch/datasets``) unless ``path`` is absolute. The generator
+writes only into a new or empty folder or one it made before (it leaves a marker file there), and when it
+regenerates it deletes only its own files, so an absolute ``path`` naming a folder of other files is an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from ..models.config import PROJECT_ROOT
+from ..resources import builtin_base, builtin_dir
 from ..yaml_io import read_yaml_mapping
+from .coco_source import CocoSource, coco_source
 
 SPLITS = ("train", "val", "test")
+REQUIRED_SPLITS = ("train", "val")  # their sources must exist at load time
+SPLIT_KEYS = {"json", "images"}  # a split given as a mapping: a COCO JSON and its image folder
+
+logger = logging.getLogger(__name__)
 
 
-class DataConfigError(ValueError):
+class DataConfigError(DataError):
     """A data YAML that cannot be used; the message names the file and key."""
 
 
@@ -44,9 +65,9 @@ class DataConfig:
 
 
 def data_yaml_dirs() -> list[Path]:
-    import sys
-
-    return [PROJECT_ROOT / "data", Path(sys.prefix) / "share" / "yolostitch" / "data"]
+    """Where named data YAMLs (and, under ``hyps/``, hyperparameter YAMLs) are looked up: the installed
+    package's copy, else the repository's ``data/`` (:mod:`yolostitch.resources`)."""
+    return [builtin_dir("data")]
 
 
 def find_data_yaml(name: str | Path) -> Path:
@@ -68,9 +89,11 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
     else:
         path = find_data_yaml(data)
         raw = read_yaml_mapping(path, DataConfigError, "data config")
-        # built-in YAMLs use stock's convention: relative paths start at the project root
+        # built-in YAMLs use stock's convention: relative paths start at the project root (the current
+        # directory when yolostitch is installed rather than checked out)
         source = str(path)
-        base = PROJECT_ROOT if path.resolve().parent in [d.resolve() for d in data_yaml_dirs()] else path.parent
+        builtin = path.resolve().parent in [d.resolve() for d in data_yaml_dirs()]
+        base = builtin_base() if builtin else path.parent
     names = _names(raw, source)
     kpt_shape = _kpt_shape(raw, source)
     flip_idx = raw.get("flip_idx")
@@ -78,18 +101,98 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
         raise DataConfigError(f"{source}: flip_idx must be a permutation of range(K) for kpt_shape {kpt_shape}, "
                               f"got {flip_idx}")
     root = _generated_root(raw, source) if raw.get("generator") else _root(raw.get("path"), base)
-    splits = {}
-    for split in SPLITS:
-        value = raw.get(split)
-        if value:
-            items = value if isinstance(value, list) else [value]
-            splits[split] = [p if p.is_absolute() else root / p for p in map(Path, items)]
+    splits = {split: _split_sources(raw[split], split, root, source) for split in SPLITS if raw.get(split)}
     if "train" not in splits and "val" not in splits:
         raise DataConfigError(f"{source}: needs at least one of 'train' or 'val'")
+    _check_sources_exist(splits, root, source)
+    if names is None:
+        names = _names_from_coco(splits, raw, source)
     return DataConfig(root, splits, names, kpt_shape, flip_idx, source, raw)
 
 
-def _names(raw: dict[str, Any], source: str) -> dict[int, str]:
+def _split_sources(value: Any, split: str, root: Path, source: str) -> list[Path]:
+    """A split's YAML value -> its sources: folders, .txt lists, and COCO JSONs as :class:`CocoSource`."""
+    def resolve(item: Any, key: str) -> Path:
+        if not isinstance(item, (str, Path)) or not str(item):
+            raise DataConfigError(f"{source}: '{key}' must be a path (a folder, a .txt list or a COCO .json), "
+                                  f"got {item!r:.80}")
+        p = Path(str(item)).expanduser()
+        return p if p.is_absolute() else root / p
+
+    out: list[Path] = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict):
+            unknown = sorted(map(str, set(item) - SPLIT_KEYS))
+            if unknown or "json" not in item:
+                raise DataConfigError(f"{source}: '{split}' given as a mapping takes 'json' (a COCO file) and "
+                                      "optionally 'images' (the folder of its images), "
+                                      f"got keys {sorted(map(str, item))}")
+            json_path = resolve(item["json"], f"{split}.json")
+            if json_path.suffix.lower() != ".json":
+                raise DataConfigError(f"{source}: '{split}.json' must be a COCO .json file, got {item['json']!r}")
+            images = resolve(item["images"], f"{split}.images") if item.get("images") is not None else None
+            out.append(coco_source(json_path, images, root))
+        else:
+            p = resolve(item, split)
+            out.append(coco_source(p, None, root) if p.suffix.lower() == ".json" else p)
+    return out
+
+
+def _check_sources_exist(splits: dict[str, list[Path]], root: Path, source: str) -> None:
+    """Fail on a train/val source that does not exist (a typo), naming the YAML, the key and the path tried."""
+    for split, sources in splits.items():
+        for p in sources:
+            tried = [(split, p)]
+            if isinstance(p, CocoSource) and p.images is not None:
+                tried.append((f"{split}.images", p.images))
+            for key, path in tried:
+                if path.exists():
+                    continue
+                message = (f"{source}: '{key}' path {path} not found (relative paths start at the dataset root "
+                           f"{root}, from 'path')")
+                if split not in REQUIRED_SPLITS:
+                    logger.warning("%s; the '%s' split has no images until it is fixed", message, split)
+                    continue
+                raise DataConfigError(message)
+
+
+def _names_from_coco(splits: dict[str, list[Path]], raw: dict[str, Any], source: str) -> dict[int, str]:
+    """Class names of a YAML without 'names': its COCO JSONs' categories (all of them must agree)."""
+    sources = [p for ps in splits.values() for p in ps]
+    if not all(isinstance(p, CocoSource) for p in sources):
+        if isinstance(raw.get("nc"), int):
+            return {i: f"class{i}" for i in range(raw["nc"])}
+        raise DataConfigError(f"{source}: needs 'names' (a list or a dict of class index -> name); it may be "
+                              "left out only when every split is a COCO .json, whose categories give the names")
+    from .coco import coco_names
+
+    first: tuple[Path, dict[int, str]] | None = None
+    for p in dict.fromkeys(sources):  # each JSON once
+        if not p.is_file():
+            continue  # a missing test split (already logged)
+        try:
+            names = coco_names(p)
+        except (OSError, ValueError) as e:
+            raise DataConfigError(f"{source}: no 'names', and the categories of {p} cannot be read: {e}") from None
+        if not names:
+            raise DataConfigError(f"{source}: no 'names', and {p} has no usable 'categories' to take them from")
+        if first is None:
+            first = (p, names)
+        elif names != first[1]:
+            raise DataConfigError(f"{source}: no 'names', and the COCO JSONs disagree on the classes: {first[0]} has "
+                                  f"{_listed(first[1])}, {p} has {_listed(names)} (categories in ascending id); "
+                                  "give 'names' or use JSONs with the same categories")
+    if first is None:
+        raise DataConfigError(f"{source}: no 'names' and no COCO JSON to take them from")
+    names = first[1]
+    nc = raw.get("nc")
+    if nc is not None and nc != len(names):
+        raise DataConfigError(f"{source}: nc is {nc} but the categories of {first[0]} give {len(names)} classes")
+    logger.info("%s: class names from %s: %s", source, first[0], list(names.values()))
+    return names
+
+
+def _names(raw: dict[str, Any], source: str) -> dict[int, str] | None:
     names = raw.get("names")
     if isinstance(names, list):
         names = dict(enumerate(names))
@@ -98,16 +201,25 @@ def _names(raw: dict[str, Any], source: str) -> dict[int, str]:
             names = {int(k): str(v) for k, v in names.items()}
         except (TypeError, ValueError):
             raise DataConfigError(f"{source}: 'names' keys must be class indices 0..nc-1") from None
-    elif names is None and isinstance(raw.get("nc"), int):
-        names = {i: f"class{i}" for i in range(raw["nc"])}
+    elif names is None:
+        if raw.get("nc") is not None and not isinstance(raw.get("nc"), int):
+            raise DataConfigError(f"{source}: nc must be an integer, got {raw['nc']!r:.40}")
+        return None  # from the COCO JSONs, or class0.. for 'nc' alone: decided once the splits are known
     else:
-        raise DataConfigError(f"{source}: needs 'names' (a list or a dict of class index -> name)")
+        raise DataConfigError(f"{source}: 'names' must be a list or a dict of class index -> name, "
+                              f"got {type(names).__name__}")
     if sorted(names) != list(range(len(names))):
         raise DataConfigError(f"{source}: 'names' must cover class indices 0..{len(names) - 1} exactly")
     nc = raw.get("nc")
     if nc is not None and nc != len(names):
         raise DataConfigError(f"{source}: nc is {nc} but {len(names)} names are given")
     return names
+
+
+def _listed(names: dict[int, str], limit: int = 8) -> str:
+    """'N classes [a, b, ...]' for messages."""
+    shown = list(names.values())[:limit]
+    return f"{len(names)} classes {shown}"[:-1] + (", ...]" if len(names) > limit else "]")
 
 
 def _kpt_shape(raw: dict[str, Any], source: str) -> list[int] | None:
@@ -151,3 +263,5 @@ def _generated_root(raw: dict[str, Any], source: str) -> Path:
         return Path(ensure_shapes(path, **spec))
     except TypeError as e:
         raise DataConfigError(f"{source}: bad generator arguments {spec}: {e}") from None
+    except ValueError as e:  # bad argument values, or a 'path' holding files the generator did not write
+        raise DataConfigError(f"{source}: generator (path {path}): {e}") from None

@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from ultralytics.data.augment import RandomFlip
 
+from ..errors import DataError
 from .dataset import MultiTaskDataset
 from .labels import ImageLabels
 
@@ -35,7 +36,7 @@ FLIP = "@flip"  # suffix of a key's horizontally flipped map
 HEADER_KEYS = ("extractor", "weights_hash", "imgsz", "dtype", "flip", "normalise", "features")
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(DataError):
     """A feature cache that cannot be used as asked; the message names the directory or file."""
 
 

@@ -165,15 +165,22 @@ def verify_image(path: Path) -> tuple[int, int]:
 def _scan_coco(source: Path, nc: int | None, kpt_shape: Sequence[int] | None, result: SplitScan) -> None:
     from .coco import read_coco
 
-    split = read_coco(source, kpt_shape=kpt_shape)
+    split = read_coco(source, kpt_shape=kpt_shape)  # a CocoSource brings the YAML's image folder and root
     result.problems += split.problems
+    missing = 0
     for lab in split.labels:
         if not Path(lab.im_file).is_file():
+            missing += 1
             result.problems.append(Problem(lab.im_file, f"image listed in {source.name} not found; skipped"))
         elif nc is not None and len(lab) and lab.cls.max() >= nc:
             result.problems.append(Problem(lab.im_file, f"class index >= nc={nc}; image skipped"))
         else:
             result.labels.append(lab)
+    if missing:
+        result.problems.append(Problem(str(source), (
+            f"{missing} of {len(split.labels)} images it lists not found in any folder searched: "
+            f"{', '.join(split.folders)}; name their folder in the data YAML, e.g. "
+            f"'<split>: {{json: .../{source.name}, images: FOLDER}}' (relative to 'path')")))
 
 
 # --- cache: flat numpy arrays (no pickle), written atomically -------------------------------------------

@@ -59,6 +59,12 @@ MIN_SIDE_PX = 4
 POLY_EPS = 0.5  # approxPolyDP tolerance, px
 SHIFT = 4  # fixed-point bits for sub-pixel rasterisation
 _FILE = re.compile(r"^\d{6}\.(jpg|txt)$")
+MARKER = ".yolostitch-shapes"  # written first into every folder the generator writes into
+_LOCK = ".generate.lock"
+
+
+class GeneratorTargetError(ValueError):
+    """The folder to generate into holds files the generator did not write."""
 
 
 @dataclass(frozen=True)
@@ -469,6 +475,35 @@ def _check(args: dict) -> None:
             raise ValueError(f"generate_shapes: {message}")
 
 
+def _owned(root: Path) -> bool:
+    """Whether the generator made ``root``: its marker, or the dataset.json of a generation from before markers."""
+    if (root / MARKER).is_file():
+        return True
+    try:
+        meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("generator") == "shapes"
+
+
+def _claim(root: Path) -> None:
+    """Make ``root`` the generator's, refusing a folder of other files: regenerating deletes files by their
+    names (000000.jpg, ...), which a user's own dataset may share, so it only ever works in its own folders."""
+    if root.exists() and not root.is_dir():
+        raise GeneratorTargetError(f"{root} is a file; the shapes generator needs a folder")
+    if root.is_dir() and not _owned(root):
+        others = sorted(p.name for p in root.iterdir() if p.name not in (MARKER, _LOCK))
+        if others:
+            listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise GeneratorTargetError(
+                f"{root} is not empty ({listed}) and was not made by the shapes generator (no {MARKER} file); "
+                "it generates only into a new or empty folder, so that it never deletes files it did not write: "
+                "give another path, or a relative one (a folder in the datasets cache)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by yolostitch.data.shapes; regenerating deletes its files here\n",
+                               encoding="utf-8")
+
+
 def _clear(root: Path) -> None:
     """Remove a previous generation's files (only the generator's own names), so no stale image survives."""
     (root / "dataset.json").unlink(missing_ok=True)
@@ -495,7 +530,8 @@ def generate_shapes(root: str | Path, *, n_train: int = 512, n_val: int = 128, i
                     clutter: float = 0.5, noise: float = 0.04, occlusion: float = 0.35, workers: int = 0) -> Path:
     """Write the shapes dataset to ``root`` (images/, labels/, then dataset.json last); return ``root``.
 
-    Files of an earlier generation are removed first. ``size_range``: circumscribed diameter as a fraction of
+    Files of an earlier generation are removed first; ``root`` must be new, empty or made by this generator
+    (:class:`GeneratorTargetError` otherwise). ``size_range``: circumscribed diameter as a fraction of
     ``imgsz`` (drawn log-uniformly); ``clutter``: mean number of distractors / 10; ``noise``: the largest
     Gaussian noise std as a fraction of 255 (each image: ``noise * u**2``, u uniform in [0, 1]);
     ``occlusion``: probability that a shape is placed overlapping an earlier one. ``workers > 0`` renders in a
@@ -506,6 +542,7 @@ def generate_shapes(root: str | Path, *, n_train: int = 512, n_val: int = 128, i
                       max_objects=max_objects, size_range=size_range, clutter=clutter, noise=noise,
                       occlusion=occlusion)
     _check(args)
+    _claim(root)
     cfg = ShapesConfig(args["imgsz"], args["min_objects"], args["max_objects"], tuple(args["size_range"]),
                        args["clutter"], args["noise"], args["occlusion"])
     _clear(root)
@@ -582,7 +619,10 @@ def ensure_shapes(root: str | Path, **kwargs) -> Path:
     args = _arguments(**kwargs)
     if _up_to_date(root, args):
         return root
-    with _exclusive(root / ".generate.lock"):
+    _claim(root)  # before the lock file is made: a folder of other files is left untouched
+    with _exclusive(root / _LOCK):
         if _up_to_date(root, args):  # made by another process while this one waited
             return root
+        print(f"generating the built-in dataset in {root} ({args['n_train']} train + {args['n_val']} val images; "
+              "once, later runs reuse it)", flush=True)  # the first use takes seconds: say why
         return generate_shapes(root, **kwargs)

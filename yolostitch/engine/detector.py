@@ -32,6 +32,8 @@ from torch import nn
 
 from ..data.scan import IMAGE_SUFFIXES
 from .plots import colour
+from .precision import precision_for, to_float
+from ..errors import FlagError, SetupError
 from .postprocess import scale_boxes
 from .predict import assemble_masks, postprocess, unletterbox_masks, unletterbox_points
 from .runs import increment_path, select_device
@@ -53,12 +55,12 @@ def list_sources(source: str | Path) -> list[Path]:
     """
     text = str(source).strip()
     if _URL.match(text):
-        raise ValueError(f"--source {text}: URLs and streams are not supported (nothing is downloaded); "
-                         "download the file yourself and pass its local path")
+        raise FlagError(f"--source {text}: URLs and streams are not supported (nothing is downloaded); "
+                        "download the file yourself and pass its local path")
     path = Path(text).expanduser()
     if not path.exists() and text.isdigit():
-        raise ValueError(f"--source {text}: webcams are not supported; pass an image, directory, glob, .txt list "
-                         "or video file")
+        raise FlagError(f"--source {text}: webcams are not supported; pass an image, directory, glob, .txt list "
+                        "or video file")
     if not path.exists() and any(c in text for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         files = [p for p in files if _is_media(p)]
@@ -77,7 +79,7 @@ def list_sources(source: str | Path) -> list[Path]:
         return [f for line in path.read_text().splitlines() if line.strip()
                 for f in _listed(line.strip(), path)]
     if not _is_media(path):
-        raise ValueError(f"--source {text}: not an image or video file (suffix {path.suffix or 'none'!r})")
+        raise FlagError(f"--source {text}: not an image or video file (suffix {path.suffix or 'none'!r})")
     return [path]
 
 
@@ -94,7 +96,7 @@ def _listed(entry: str, listing: Path) -> list[Path]:
         if beside.exists() or glob.glob(str(beside)):
             entry = str(beside)
     if Path(entry).suffix.lower() == ".txt":
-        raise ValueError(f"{listing}: {entry}: a list inside a list is not supported")
+        raise FlagError(f"{listing}: {entry}: a list inside a list is not supported")
     try:
         return list_sources(entry)
     except (FileNotFoundError, ValueError) as e:
@@ -150,8 +152,10 @@ class Detector:
 
     def __init__(self, weights: str | Path | nn.Module, imgsz: int = 640, conf_thres: float = 0.25,
                  iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
-                 classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = ""):
+                 classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = "",
+                 extractor: str = "", extractor_weights: str = "", amp: str = "auto"):
         self.device = device if isinstance(device, torch.device) else select_device(device)
+        self.precision = precision_for(amp, self.device)  # --amp: the forward's autocast (see .precision)
         if isinstance(weights, nn.Module):
             self.model = weights.to(self.device).eval()
         else:
@@ -162,7 +166,7 @@ class Detector:
             fuse_conv_bn(self.model)  # as stock detect.py (a model passed in is left as it is)
         heads = getattr(self.model, "heads", {})
         if "det" not in heads:
-            raise ValueError(f"detect needs a model with a detection head; this one has {sorted(heads) or 'none'}")
+            raise FlagError(f"detect needs a model with a detection head; this one has {sorted(heads) or 'none'}")
         self.names: dict[int, str] = dict(getattr(self.model, "names", {}) or {})
         self.stride = max(int(torch.as_tensor(self.model.stride).max()), 1)
         self.imgsz = math.ceil(imgsz / self.stride) * self.stride
@@ -178,8 +182,10 @@ class Detector:
         self.skeleton = _skeleton_of(self.model)
         from .features import feature_source
 
-        # a FeatureInput model reads cached maps (``features``) or runs the extractor it was trained with
-        self.cache, self.extractor = feature_source(self.model, features, self.imgsz, self.device)
+        # a FeatureInput model reads cached maps (``features``), runs the user's ``extractor`` or the built-in
+        # extractor it was trained with
+        self.cache, self.extractor = feature_source(self.model, features, self.imgsz, self.device, extractor,
+                                                    extractor_weights)
         if self.cache is not None:
             self.imgsz = self.cache.imgsz  # the maps were made at the cache's size
         self.times = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
@@ -199,7 +205,8 @@ class Detector:
             if self.extractor is not None:
                 x = {**self.extractor(x), "image": x}
         t1 = time.perf_counter()
-        outputs = self.model(x)
+        with self.precision.autocast():
+            outputs = to_float(self.model(self.precision.prepare(x)))  # NMS and scaling in fp32
         t2 = time.perf_counter()
         if self.classes is not None:
             outputs = self._keep_classes(outputs)
@@ -419,7 +426,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
                 project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
-                verbose: bool = False, features: str | Path = "") -> Iterator[dict[str, Any]]:
+                verbose: bool = False, features: str | Path = "", extractor: str = "",
+                extractor_weights: str = "", amp: str = "auto") -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
@@ -430,7 +438,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
         files = [Path(f) for f in FeatureCache(features).entries]
     else:
         files = list_sources(source)  # before loading the model: a bad source fails fast
-    detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features)
+    detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features,
+                        extractor, extractor_weights, amp)
     names = detector.names
     save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt else None
     if save_txt:
@@ -476,6 +485,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
             writer.release()
     if verbose:
         print(detector.speed_line())
+        print(f"Precision: {detector.precision.describe()}")
         if skipped:
             print(f"{len(skipped)} unreadable file{'s' * (len(skipped) > 1)} skipped")
         if save_dir is not None:
@@ -490,17 +500,19 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
            project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
-           verbose: bool = False, features: str | Path = "") -> list[dict[str, Any]]:
+           verbose: bool = False, features: str | Path = "", extractor: str = "",
+           extractor_weights: str = "", amp: str = "auto") -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
     Nothing is written unless ``save`` (annotated images / videos) or ``save_txt`` (YOLO label files) is set,
     into ``project/name`` (incremented: exp, exp2, ...). Unreadable files are skipped with a warning.
     Every result (masks included) is kept in memory: for long videos iterate :func:`iter_detect` instead.
+    ``amp``: ``auto`` (bf16 autocast on CPUs with native bf16, fp16 on CUDA) or ``off`` (fp32; see .precision).
     """
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
-                            hide_conf, verbose, features))
+                            hide_conf, verbose, features, extractor, extractor_weights, amp))
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:
@@ -518,6 +530,6 @@ def _video_writer(writers: dict, save_dir: Path, path: Path, cap: Any, frame: np
         h, w = frame.shape[:2]
         writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 30, (w, h))
         if not writer.isOpened():
-            raise RuntimeError(f"cannot write video {out}: this OpenCV build has no mp4v encoder")
+            raise SetupError(f"cannot write video {out}: this OpenCV build has no mp4v encoder")
         writers[path] = (writer, out)
     return writers[path]

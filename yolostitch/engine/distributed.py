@@ -10,19 +10,25 @@ decisions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
 from datetime import timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..errors import FlagError
 from .runs import select_device
 
 # rank 0 validates and writes checkpoints while the others wait in a collective: allow it plenty of time
+# (a process that fails does not make the others wait this long: see process_group)
 TIMEOUT = timedelta(hours=3)
+LOGGER = logging.getLogger(__name__)
+_abandoned = False  # this process failed and left its process group without waiting for the others
 
 
 def env_int(name: str, default: int) -> int:
@@ -61,25 +67,22 @@ def launched() -> bool:
 
 
 def ddp_device(device: str = "") -> torch.device:
-    """``--device`` for this process: as :func:`select_device` says, except that under torchrun a CUDA
-    choice becomes ``cuda:LOCAL_RANK`` (among the GPUs that ``--device`` makes visible)."""
-    chosen = select_device(device)
-    if not launched() or chosen.type == "cpu":
-        return chosen
-    if chosen.type != "cuda":
-        raise ValueError(f"--device {chosen.type}: torch.distributed trains on CUDA (NCCL) or the CPU (gloo)")
-    index = local_rank()
-    if index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device or '(default)'}: {torch.cuda.device_count()} visible GPU(s) for process "
-                         f"LOCAL_RANK {index}; launch at most that many processes per node, or use --device cpu")
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+    """``--device`` for this process: as :func:`select_device` says; under torchrun the process with
+    LOCAL_RANK r takes the r-th listed CUDA id (``--device 2,3``: LOCAL_RANK 1 -> ``cuda:3``), or ``cuda:r``
+    when none are listed (:func:`~yolostitch.engine.runs.parse_device` has the rules and errors)."""
+    return select_device(device, local_rank() if launched() else None)
 
 
 @contextlib.contextmanager
 def process_group(device: str = "") -> Iterator[torch.device]:
     """Join the torchrun job (from the environment) for the block, on the device this process trains on;
-    leave it on the way out, however the block ends. Single process: just the device."""
+    leave it on the way out. Single process: just the device.
+
+    When the block fails, the group is abandoned rather than destroyed: a clean teardown can wait on the other
+    processes (NCCL's, with collectives in flight), which are themselves waiting in a collective for this one.
+    The caller should then end the process at once (:func:`abandoned`, :func:`exit_now`; the command line
+    does): its exit closes its connections and tells torchrun, which stops the other processes, instead of
+    letting them wait out :data:`TIMEOUT`."""
     chosen = ddp_device(device)
     joined = launched() and not dist.is_initialized()
     if joined:
@@ -87,9 +90,37 @@ def process_group(device: str = "") -> Iterator[torch.device]:
         dist.init_process_group(backend, timeout=TIMEOUT, device_id=chosen if chosen.type == "cuda" else None)
     try:
         yield chosen
-    finally:
+    except BaseException:
         if joined:
-            dist.destroy_process_group()
+            _abandon()
+        raise
+    if joined:
+        dist.destroy_process_group()
+
+
+def _abandon() -> None:
+    """Leave the process group after a failure without waiting for anyone: nothing is torn down here (that is
+    what could wait); the process's exit closes its connections and communicators."""
+    global _abandoned
+    _abandoned = True
+    LOGGER.error("rank %d of %d failed: leaving the job without waiting for the other processes", rank(),
+                 world_size())
+
+
+def abandoned() -> bool:
+    """This process failed inside :func:`process_group` and left its job: it should exit now."""
+    return _abandoned
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process at once with ``code`` (stdout and stderr flushed), skipping the interpreter's shutdown,
+    which may wait on threads and destructors of the abandoned process group."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:  # a closed or absent stream: nothing to flush
+            pass
+    os._exit(code)
 
 
 def barrier() -> None:
@@ -156,8 +187,8 @@ def per_process_batch(total: int) -> int:
     """``--batch-size`` is the total over all processes (stock YOLOv5): each process loads total / WORLD_SIZE."""
     n = world_size()
     if n > 1 and (total < n or total % n):
-        raise ValueError(f"--batch-size {total} is the total batch over all {n} processes (WORLD_SIZE): "
-                         f"give a multiple of {n}")
+        raise FlagError(f"--batch-size {total} is the total batch over all {n} processes (WORLD_SIZE): "
+                        f"give a multiple of {n}")
     return total // n
 
 
@@ -185,8 +216,8 @@ def check_sync_bn(sync_bn: bool, device: torch.device) -> bool:
             print("--sync-bn: a single process has nothing to synchronise; ignored")
         return False
     if device.type not in ("cuda", "xpu"):
-        raise ValueError(f"--sync-bn: torch {torch.__version__} supports SyncBatchNorm only on GPUs, not on "
-                         f"{device.type} (gloo); leave --sync-bn out, or train on CUDA")
+        raise FlagError(f"--sync-bn: torch {torch.__version__} supports SyncBatchNorm only on GPUs, not on "
+                        f"{device.type} (gloo); leave --sync-bn out, or train on CUDA")
     return True
 
 

@@ -3,12 +3,14 @@ online; checks that the provider's contract is the one the model was built for; 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from ..data.feature_cache import FeatureCache
+from ..errors import FlagError, WeightsError
 from ..models.feature_input import FeatureContractError
 from .inputs import Extractor
 
@@ -26,10 +28,36 @@ def check_contract(model: Any, contract: Mapping[str, Mapping[str, int]], source
                                        f"{got['stride']}")
 
 
-def build_online_extractor(spec: str, weights: str | None, imgsz: int, device: torch.device):
+def build_online_extractor(spec: str, weights: str | None, imgsz: int, device: torch.device, *,
+                           allow_code: bool = True, expected_hash: str | None = None):
+    """The extractor ``spec`` (``yolostitch.extract.build_extractor``); ``allow_code=False`` for a spec that
+    came from a file rather than from the user."""
     from ..extract import build_extractor  # the extractor zoo is only imported when used
 
-    return build_extractor(spec, weights=weights or None, imgsz=imgsz, device=device)
+    return build_extractor(spec, weights=weights or None, imgsz=imgsz, device=device, allow_code=allow_code,
+                           expected_hash=expected_hash or None)
+
+
+def recorded_extractor_spec(spec: Any, source: str, flag: str = "--extractor") -> str:
+    """``spec`` as read from ``source`` (a checkpoint), if it may be rebuilt from there: a built-in kind.
+
+    ``torchscript:`` and ``module:function`` run code, so a file cannot choose them: the error says which flag
+    passes the spec by hand. Nothing is read or imported here.
+    """
+    from ..extract import CODE_KINDS, ExtractorSpecError, spec_kind
+
+    if not isinstance(spec, str):
+        raise ExtractorSpecError(f"{source}: the extractor it records is a {type(spec).__name__}, not a spec")
+    try:
+        kind = spec_kind(spec)
+    except ExtractorSpecError as e:
+        raise ExtractorSpecError(f"{source}: the extractor it records is unusable: {e}") from None
+    if kind in CODE_KINDS:
+        raise ExtractorSpecError(f"{source} records the extractor {spec!r}, a {kind} extractor that runs code from "
+                                 f"outside yolostitch, and a file cannot make that run: if you trust it, name it "
+                                 f"yourself with {flag} {shlex.quote(spec)} (or give --features DIR, a cache made "
+                                 "by extract.py)")
+    return spec
 
 
 def feature_record(contract: Mapping[str, Any], cache: FeatureCache | None = None, extractor: Any = None,
@@ -42,30 +70,53 @@ def feature_record(contract: Mapping[str, Any], cache: FeatureCache | None = Non
             "imgsz": 0, "extractor_weights": str(extractor_weights or "")}
 
 
-def feature_source(model: Any, features: str | Path, imgsz: int, device: torch.device
-                   ) -> tuple[FeatureCache | None, Extractor | None]:
+def feature_source(model: Any, features: str | Path, imgsz: int, device: torch.device, extractor: str = "",
+                   extractor_weights: str = "") -> tuple[FeatureCache | None, Extractor | None]:
     """(cache, extractor) for evaluating or running ``model``: (None, None) for an image model; the cache
-    ``features`` when given; else the extractor recorded in the model's checkpoint, rebuilt."""
+    ``features`` when given; else the user's ``extractor``; else the extractor recorded in the model's
+    checkpoint, rebuilt if it is a built-in kind. Extractors must have the weights hash the checkpoint records."""
     if not getattr(model, "feature_inputs", None):
-        if features:
-            raise ValueError(f"--features {features}: the model reads images (it has no FeatureInput layer)")
+        for flag, value in (("--features", features), ("--extractor", extractor)):
+            if value:
+                raise FlagError(f"{flag} {value}: the model reads images (it has no FeatureInput layer)")
         return None, None
-    record = getattr(model, "checkpoint", {}).get("features") or {}
+    checkpoint = getattr(model, "checkpoint", None) or {}
+    source = str(checkpoint.get("path") or "the checkpoint")
+    record = checkpoint.get("features") or {}
+    if not isinstance(record, Mapping):
+        raise WeightsError(f"{source}: its 'features' entry is a {type(record).__name__}, not a mapping")
+    trained = record.get("weights_hash") or None
+    if trained is not None and not isinstance(trained, str):
+        raise WeightsError(f"{source}: its features weights_hash is a {type(trained).__name__}, not text")
+    if features and extractor:
+        raise FlagError(f"--features {features} and --extractor {extractor}: give one (a cache, or an extractor "
+                        "to run online)")
     if features:
         cache = FeatureCache(features)
         check_contract(model, cache.contract, f"the cache {cache.root}")
-        trained = record.get("weights_hash")
         if trained and (record.get("extractor"), trained) != (cache.header["extractor"], cache.header["weights_hash"]):
             print(f"warning: {cache.root} holds maps of {cache.header['extractor']} (weights {cache.header['weights_hash']}) "
                   f"but the model was trained on {record.get('extractor')} (weights {trained})")
         return cache, None
+    if extractor:  # named by the user: any kind, code included
+        same = extractor == record.get("extractor")
+        weights = extractor_weights or (_recorded_weights(record, source) if same else "")
+        built = build_online_extractor(extractor, weights, imgsz, device, expected_hash=trained)
+        check_contract(model, built.contract(), f"extractor {extractor}")
+        return None, built
     if record.get("extractor") and not record.get("cache"):
-        extractor = build_online_extractor(record["extractor"], record.get("extractor_weights"), imgsz, device)
-        if extractor.weights_hash != record.get("weights_hash"):
-            raise FeatureContractError(f"extractor {record['extractor']}: weights {extractor.weights_hash} differ from "
-                                       f"the {record.get('weights_hash')} the model was trained with")
-        check_contract(model, extractor.contract(), f"extractor {record['extractor']}")
-        return None, extractor
+        spec = recorded_extractor_spec(record["extractor"], source)  # before anything is built
+        built = build_online_extractor(spec, _recorded_weights(record, source), imgsz, device, allow_code=False,
+                                       expected_hash=trained)
+        check_contract(model, built.contract(), f"extractor {spec}")
+        return None, built
     made_by = f" (it was trained on a cache of {record['extractor']})" if record.get("extractor") else ""
-    raise ValueError(f"the model takes feature maps {list(model.feature_contract())}{made_by}: pass --features DIR, "
-                     "a cache made by extract.py")
+    raise FlagError(f"the model takes feature maps {list(model.feature_contract())}{made_by}: pass --features DIR, "
+                    "a cache made by extract.py, or --extractor SPEC")
+
+
+def _recorded_weights(record: Mapping[str, Any], source: str) -> str:
+    weights = record.get("extractor_weights") or ""
+    if not isinstance(weights, str):
+        raise WeightsError(f"{source}: its features extractor_weights is a {type(weights).__name__}, not a path")
+    return weights

@@ -198,7 +198,8 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, method: str = "
     mrec = np.concatenate(([0.0], recall, [1.0]))
     mpre = np.flip(np.maximum.accumulate(np.flip(np.concatenate(([1.0], precision, [0.0])))))
     x = np.linspace(0, 1, 101)
-    return float(np.trapezoid(np.interp(x, mrec, mpre), x))
+    integrate = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 name, else NumPy 1's (removed in 2.4)
+    return float(integrate(np.interp(x, mrec, mpre), x))
 
 
 def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray,

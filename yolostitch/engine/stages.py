@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import FlagError
+
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -48,7 +50,7 @@ def parse_stages(spec: str | list | None, parts: list[str]) -> list[Stage]:
     for s in stages:
         unknown = [p for p in ([] if s.train == "all" else s.train) + list(s.lr_scale) if p not in parts]
         if unknown:
-            raise ValueError(f"training stage {s}: unknown parts {unknown}; the model's parts are {parts}")
+            raise FlagError(f"training stage {s}: unknown parts {unknown}; the model's parts are {parts}")
     return stages
 
 

@@ -13,6 +13,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 from ..models.feature_input import FeatureInput
 
 SILU_MIN_AT = -1.2784645  # argmin of z * sigmoid(z)
@@ -39,8 +41,8 @@ def fit_adapters(model: nn.Module, source: nn.Module, pairs: Iterable[tuple[torc
     (0..1 images, their external maps); return the R² of each fit (on the pre-activation targets)."""
     adapters = {t: model.model[t] for t in backbone_map if isinstance(model.model[t], FeatureInput)}
     if not adapters:
-        raise ValueError("stitch initialisation: no FeatureInput layer of the model stands in for a layer of the "
-                         "image model (their head rows do not line up)")
+        raise ConfigError("stitch initialisation: no FeatureInput layer of the model stands in for a layer of the "
+                          "image model (their head rows do not line up)")
     was_training = model.training
     model.eval()
     source.eval()
@@ -72,8 +74,8 @@ def _fit_one(layer: FeatureInput, pairs: list[tuple[torch.Tensor, torch.Tensor]]
     for x, y in pairs:
         prepared = layer.prepare(x)
         if prepared.shape[2:] != y.shape[2:] or y.shape[1] != c_out:
-            raise ValueError(f"stitch initialisation: {layer.name} gives {c_out} channels at "
-                             f"{tuple(prepared.shape[2:])}, the image model's layer gives {tuple(y.shape[1:])}")
+            raise ConfigError(f"stitch initialisation: {layer.name} gives {c_out} channels at "
+                              f"{tuple(prepared.shape[2:])}, the image model's layer gives {tuple(y.shape[1:])}")
         z = silu_inverse(y) if act else y
         xm = torch.cat([prepared.permute(0, 2, 3, 1).reshape(-1, c_in), torch.ones(prepared[:, :1].numel(), 1)], 1)
         zm = z.permute(0, 2, 3, 1).reshape(-1, c_out)

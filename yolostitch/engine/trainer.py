@@ -1,12 +1,12 @@
 """Training in stock YOLOv5's recipe: SGD/Adam(W) in three parameter groups, warmup, nbs=64 gradient
-accumulation, EMA, AMP on CUDA, gradient clipping; a checkpoint after every epoch, written atomically, from
+accumulation, EMA, mixed precision (``--amp``: fp16 on CUDA as stock, bf16 on CPUs with native bf16; see
+:mod:`.precision`), gradient clipping; a checkpoint after every epoch, written atomically, from
 which ``--resume`` continues a killed run. Under ``torchrun --nproc_per_node N`` the processes train one model
 with DistributedDataParallel (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -28,19 +28,26 @@ from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
+from ..errors import ConfigError, FlagError, WeightsError
 from ..losses import ComputeLoss
 from ..losses.compute import TASK_TERMS
 from ..models import build_model
-from ..weights import atomic_save, checkpoint_dict, layer_correspondence, load_model, read_weights, transfer_weights
+from ..weights import (atomic_save, checkpoint_dict, describe_transfer, layer_correspondence, load_model, read_weights,
+                       transfer_weights)
 from ..weights.checkpoint import is_own_checkpoint, plain_state
+from . import results_log
+from .early_stop import EarlyStopping
 from .plots import draw_batch, plot_label_statistics
 from .runs import increment_path
 from ..yaml_io import read_yaml_mapping
 from . import distributed
 from .features import build_online_extractor, feature_record
 from .inputs import model_input
+from .resume import recorded_hash, resume_options, run_folder
+from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .stitch_init import fit_adapters
+from .tensorboard_log import TensorBoardLog
 from .validator import evaluate, feature_val_loader, fitness, flat_metrics, val_loader
 
 NBS = 64  # stock's nominal batch size: gradients accumulate up to it, weight decay scales with it (hyp `nbs`)
@@ -79,6 +86,8 @@ class TrainOptions:
     extractor_weights: str = ""
     stitch_init: int = 0  # fit the adapters by least squares on this many images against --weights' backbone
     sync_bn: bool = False  # SyncBatchNorm across the processes of a torchrun job (GPUs)
+    class_transfer: bool = True  # --weights: Detect class rows of the classes the checkpoint names too
+    amp: str = "auto"  # mixed precision (engine.precision): auto (bf16 on native-bf16 CPUs, fp16 on CUDA) | off
 
 
 def load_hyp(hyp: str | Path) -> dict[str, Any]:
@@ -87,10 +96,10 @@ def load_hyp(hyp: str | Path) -> dict[str, Any]:
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise FileNotFoundError(f"--hyp {hyp}: not found as a file nor in {data_yaml_dirs()[0] / 'hyps'}")
-    values = read_yaml_mapping(path, ValueError, "hyperparameter file")
+    values = read_yaml_mapping(path, ConfigError, "hyperparameter file")
     missing = [k for k in REQUIRED_HYP if k not in values]
     if missing:
-        raise ValueError(f"{path}: missing hyperparameters {missing}")
+        raise ConfigError(f"{path}: missing hyperparameters {missing}")
     return values
 
 
@@ -112,18 +121,20 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     main, world = distributed.is_main(), distributed.world_size()
     batch_size = distributed.per_process_batch(opt.batch_size)  # this process's share of --batch-size
     sync_bn = distributed.check_sync_bn(opt.sync_bn, device)
-    save_dir = Path(ckpt["save_dir"]) if ckpt else distributed.broadcast_object(
+    precision = precision_for(opt.amp, device)  # --amp: the forwards' autocast; loss, EMA, weights stay fp32
+    with distributed.main_first():  # before the run folder: a bad data YAML leaves none behind; generated once
+        data = load_data_config(opt.data)
+    save_dir = run_folder(opt.resume) if ckpt else distributed.broadcast_object(  # resume: where last.pt is
         increment_path(Path(opt.project) / opt.name, opt.exist_ok) if main else None)
     if main:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
     _seed_everything(opt.seed + distributed.rank())  # augmentations differ per process; rank 0 = a single process
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
-    with distributed.main_first():  # a built-in dataset is generated once, by rank 0
-        data = load_data_config(opt.data)
     if opt.features and opt.extractor:
-        raise ValueError("--features and --extractor: give one (a cache, or an extractor to run online)")
+        raise FlagError("--features and --extractor: give one (a cache, or an extractor to run online)")
     cache = FeatureCache(opt.features) if opt.features else None
-    extractor = build_online_extractor(opt.extractor, opt.extractor_weights, opt.imgsz, device) if opt.extractor else None
+    extractor = build_online_extractor(opt.extractor, opt.extractor_weights, opt.imgsz, device,
+                                       expected_hash=recorded_hash(ckpt) if ckpt else None) if opt.extractor else None
     contract = cache.contract if cache else extractor.contract() if extractor else None
     imgsz = cache.imgsz if cache else opt.imgsz
     if cache is not None:
@@ -132,14 +143,14 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
             print(f"--imgsz {opt.imgsz}: the cache was extracted at {imgsz}; training at {imgsz}")
     model = _build(opt, data, ckpt, contract).to(device)
     if model.feature_inputs and contract is None:
-        raise ValueError(f"{opt.cfg} takes feature maps {list(model.feature_contract())}: pass --features DIR (a "
-                         "cache made by extract.py) or --extractor SPEC")
+        raise FlagError(f"{opt.cfg} takes feature maps {list(model.feature_contract())}: pass --features DIR (a "
+                        "cache made by extract.py) or --extractor SPEC")
     if "kpt" in model.heads and not data.kpt_shape:
-        raise ValueError(f"{opt.cfg} has a keypoint branch but {data.source} declares no kpt_shape")
+        raise FlagError(f"{opt.cfg} has a keypoint branch but {data.source} declares no kpt_shape")
     model.names, model.hyp = dict(data.names), hyp
     bad = [i for i in opt.freeze if not 0 <= i < len(model.model)]
     if bad:
-        raise ValueError(f"--freeze {bad}: the model has layers 0..{len(model.model) - 1}")
+        raise FlagError(f"--freeze {bad}: the model has layers 0..{len(model.model) - 1}")
     stages = parse_stages(opt.stages or hyp.get("stages"), list(model.parts()))
     if main:
         (save_dir / "opt.yaml").write_text(yaml.safe_dump(asdict(opt), sort_keys=False))
@@ -185,7 +196,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                              use_masks="seg" in model.heads)
     record = feature_record(contract, cache, extractor, opt.extractor_weights) if contract else None
     if opt.stitch_init and not ckpt and main:  # where training starts: the stitched model before any step
-        start = flat_metrics(evaluate(model, vloader, device, kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor))
+        start = flat_metrics(evaluate(model, vloader, device, kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor,
+                                      precision=precision))
         print("stitched model before training: " + ", ".join(
             f"{p} mAP50 {start[p + '_map50']:.4f} mAP50-95 {start[p + '_map']:.4f}"
             for p in ("box", "mask", "pose") if p + "_map" in start))
@@ -200,25 +212,26 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     lf = (_one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr
           else lambda x: (1 - x / opt.epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"])
     ema = ModelEMA(model)
-    start_epoch, best_fitness = 0, 0.0
+    start_epoch, stopper = 0, EarlyStopping(opt.patience)
     if ckpt:
         optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
         ema.ema.load_state_dict(ckpt["model"])  # the averaged weights go on from where they were
         ema.updates = ckpt["train_state"]["ema_updates"]
-        start_epoch, best_fitness = ckpt["epoch"] + 1, ckpt["train_state"]["best_fitness"]
+        start_epoch = ckpt["epoch"] + 1
+        stopper.load_state_dict(ckpt["train_state"])  # best fitness and stale epochs go on counting
         if "balance" in ckpt["train_state"]:
             compute_loss.balance.load_state_dict(ckpt["train_state"]["balance"])
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = precision.grad_scaler()  # enabled for fp16 only (CUDA), as stock; bf16 needs no loss scaling
     nb = len(loader)
     warmup_iters = max(round(hyp["warmup_epochs"] * nb), int(hyp.get("warmup_min_iters", 100)))  # stock: >= 100
-    last_step, stale, metrics = -1, 0, {}
+    last_step, metrics = -1, {}
     csv_path = save_dir / "results.csv"
     if main:
-        _truncate_csv(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
+        results_log.truncate(csv_path, start_epoch)  # a killed run may have logged the epoch it did not checkpoint
+    board = TensorBoardLog(save_dir, enabled=main)  # curves too, when tensorboard is installed
     shards = f" ({batch_size} in each of {world} processes)" if world > 1 else ""
     print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}"
-          f"{shards}, imgsz {imgsz}, {device}; results to {save_dir}")
+          f"{shards}, imgsz {imgsz}, {device}, {precision.describe()}; results to {save_dir}")
     net = model  # what runs the forward: the model, or its DDP wrapper
     sparse = "seg" in model.heads or "kpt" in model.heads  # their terms skip a batch without masks / keypoints
     for epoch in range(start_epoch, opt.epochs):
@@ -242,9 +255,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                 accumulate = _warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, opt.batch_size)
             step = ni - last_step >= accumulate
             with distributed.no_sync(net, step):  # gradients are reduced over the processes only before a step
-                with torch.autocast(device.type, enabled=amp):
-                    outputs = net(x)
-                    loss, terms = compute_loss(outputs, batch)
+                with precision.autocast():
+                    outputs = net(precision.prepare(x))
+                loss, terms = compute_loss(to_float(outputs), batch)  # in fp32, outside autocast
                 # ComputeLoss returns (mean loss) x (images in the batch), as stock, so one process with batch B
                 # steps on B * g. N processes hold B / N images each and DDP *averages* their gradients: (B / N)
                 # * g. Times N (stock's loss * WORLD_SIZE) that is B * g again, exactly so when the shards' mean
@@ -264,37 +277,40 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
             bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["cls"]),
                              "lr": f"{optimizer.param_groups[0]['lr']:.4g}"}, refresh=False)
             if main and epoch == start_epoch and i < 2 and "img" in batch:
-                draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names)
+                board.image(draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names), epoch)
         mean_terms = distributed.mean_across_ranks(mean_terms)  # over every process's batches
         compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in TASK_TERMS[t])
                                         for t in compute_loss.tasks})
         lrs = {g["part"]: g["lr"] for g in optimizer.param_groups if g["kind"] == "weight"}
         final = epoch + 1 == opt.epochs
-        if main and (not opt.noval or final):  # rank 0 validates; the others wait for its decision below
+        validated = main and (not opt.noval or final)  # rank 0 validates; the others wait for its decision below
+        if validated:
             results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None,
-                               kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor)
+                               kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor, precision=precision)
             metrics = flat_metrics(results)
-        score = fitness(metrics)
-        improved = score > best_fitness
-        best_fitness = max(best_fitness, score)
-        stale = 0 if improved else stale + 1
+        best = stopper.update(fitness(metrics) if validated else None)  # --noval epochs: no fitness, no count
         if main:
-            _append_csv(csv_path, {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
-                                   **{f"metrics/{k}": v for k, v in metrics.items()},
-                                   **{f"lr/{part}": v for part, v in lrs.items()}})
+            row = {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
+                   **{f"metrics/{k}": v for k, v in metrics.items()}, **{f"lr/{part}": v for part, v in lrs.items()}}
+            results_log.append_row(csv_path, row)
+            board.scalars(row, epoch)
         if main and (not opt.nosave or final):
-            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, compute_loss.balance,
-                                record)
+            state = _checkpoint(opt, save_dir, epoch, ema, model, optimizer, stopper.best_fitness, hyp,
+                                compute_loss.balance, record, stale=stopper.stale)
             atomic_save(state, save_dir / "weights" / "last.pt")
-            if improved:
+            if best:
                 atomic_save(state, save_dir / "weights" / "best.pt")
-        if distributed.broadcast_object(stale >= opt.patience):  # rank 0's call: every process stops together
-            print(f"stopping early: no improvement in {opt.patience} epochs")
+        if distributed.broadcast_object(stopper.stop):  # rank 0's call: every process stops together
+            print(f"stopping early: no improvement in {opt.patience} epochs (the best was epoch "
+                  f"{epoch + 1 - stopper.stale})")
             break
-    summary = {**metrics, "epochs": epoch + 1, "best_fitness": best_fitness, "save_dir": str(save_dir)}
+    summary = {**metrics, "epochs": epoch + 1, "best_fitness": stopper.best_fitness, "save_dir": str(save_dir),
+               "init": getattr(model, "init_note", "")}
     if main:
         (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         _plot_results(csv_path)
+        board.image(save_dir / "results.png", epoch)
+    board.close()
     figures = ", ".join(f"{p} mAP50 {metrics[p + '_map50']:.4f} mAP50-95 {metrics[p + '_map']:.4f}"
                         for p in ("box", "mask", "pose") if p + "_map" in metrics)
     print(f"done: {figures}; weights in {save_dir / 'weights'}")
@@ -320,17 +336,22 @@ def _build(opt: TrainOptions, data, ckpt: dict | None, contract: dict | None = N
     model = build_model(opt.cfg, nc=data.nc, kpt_shape=data.kpt_shape, features=contract)
     if opt.weights:
         weights = read_weights(opt.weights)
-        n = transfer_weights(model, weights.state, source_config=weights.config)
-        partial = f" (+{n['partial']} Detect convs: box/objectness rows only, the class count differs)" \
-            if n["partial"] else ""
-        print(f"transferred {n['loaded']}/{n['total']} tensors from {opt.weights}{partial}; the rest start fresh")
+        names = (weights.names, data.names) if opt.class_transfer else (None, None)
+        n = transfer_weights(model, weights.state, source_config=weights.config, source_names=names[0],
+                             target_names=names[1])
+        off = "" if opt.class_transfer else ", class matching off (--no-class-transfer)"
+        model.init_note = describe_transfer(n, Path(opt.weights).name) + off  # compare.py's `init` column
+        print(f"transferred {model.init_note}; the rest start fresh")
+        if opt.class_transfer and n["partial"] and not n["classes"]:
+            print(f"no class name of {data.source} is among the {len(weights.names)} of {opt.weights}: "
+                  "Detect's class rows start fresh")
     return model
 
 
 def _stitch_init(model, opt: TrainOptions, labels, cache, extractor, imgsz: int, device) -> None:
     """Fit the adapters by least squares so the --weights image model's neck sees what its backbone gave it."""
     if not opt.weights:
-        raise ValueError("--stitch-init fits the adapters to the backbone of --weights: give the image model's weights")
+        raise FlagError("--stitch-init fits the adapters to the backbone of --weights: give the image model's weights")
     source = load_model(opt.weights, device=device)
     _, backbone_map = layer_correspondence(model.yaml, source.yaml)
     labels = labels[: opt.stitch_init]
@@ -365,7 +386,7 @@ def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: f
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     if name in ("Adam", "AdamW"):
         return getattr(torch.optim, name)(groups, lr=lr, betas=(momentum, 0.999))
-    raise ValueError(f"--optimizer {name}: choose SGD, Adam or AdamW")
+    raise FlagError(f"--optimizer {name}: choose SGD, Adam or AdamW")
 
 
 def _one_cycle(y1: float, y2: float, steps: int):
@@ -383,15 +404,17 @@ def _warmup(optimizer, ni: int, warmup_iters: int, epoch: int, lf, hyp: dict, ba
     return max(1, int(np.interp(ni, xi, [1, hyp.get("nbs", NBS) / batch_size]).round()))
 
 
-def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, balance, features) -> dict[str, Any]:
+def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, balance, features,
+                stale: int = 0) -> dict[str, Any]:
     """Tensors and plain types only (``torch.load(weights_only=True)``); ``model`` holds the EMA weights;
-    ``features`` says where a FeatureInput model's maps come from (val.py and detect.py read it)."""
+    ``features`` says where a FeatureInput model's maps come from (val.py and detect.py read it); ``stale``:
+    epochs since the best, the early-stopping count (``--resume`` goes on from it)."""
     extra = {"features": features} if features else {}
     return checkpoint_dict(model, ema.ema.state_dict(), epoch=epoch, hyp=hyp, opt=asdict(opt), save_dir=str(save_dir),
                            **extra,
                            date=datetime.now().isoformat(),
                            train_state={"model": plain_state(model.state_dict()), "optimizer": optimizer.state_dict(),
-                                        "ema_updates": ema.updates, "best_fitness": best_fitness,
+                                        "ema_updates": ema.updates, "best_fitness": best_fitness, "stale": stale,
                                         "balance": plain_state(balance.state_dict())})
 
 
@@ -402,36 +425,15 @@ def _resume_state(opt: TrainOptions) -> tuple[dict, TrainOptions]:
         if not found:
             raise FileNotFoundError(f"--resume: no {opt.project}/*/weights/last.pt to resume")
         path = found[-1]
+    folder = run_folder(path)  # the run goes on here, wherever the checkpoint says it was written
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not is_own_checkpoint(ckpt) or "train_state" not in ckpt:
-        raise RuntimeError(f"--resume {path}: not a yolostitch training checkpoint (no optimizer state)")
-    resumed = TrainOptions(**{**ckpt["opt"], "resume": str(path)})
+        raise WeightsError(f"--resume {path}: not a yolostitch training checkpoint (no optimizer state)")
+    resumed = TrainOptions(**resume_options(ckpt.get("opt"), opt, path))  # checked; code only if named again
     if ckpt["epoch"] + 1 >= resumed.epochs:
-        raise RuntimeError(f"--resume {path}: that run already finished its {resumed.epochs} epochs")
-    print(f"resuming {path} from epoch {ckpt['epoch'] + 2}/{resumed.epochs}")
+        raise FlagError(f"--resume {path}: that run already finished its {resumed.epochs} epochs")
+    print(f"resuming {path} from epoch {ckpt['epoch'] + 2}/{resumed.epochs} into {folder}")
     return ckpt, resumed
-
-
-def _truncate_csv(path: Path, epochs: int) -> None:
-    if not path.exists():
-        return
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    kept = [r for r in rows if int(r["epoch"]) < epochs]
-    if len(kept) != len(rows):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(kept)
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
 
 
 def _plot_results(path: Path) -> None:
@@ -443,11 +445,10 @@ def _plot_results(path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    header, rows = results_log.read_rows(path)
     if not rows:
         return
-    keys = [k for k in rows[0] if k != "epoch"]
+    keys = [k for k in header if k != "epoch"]
     cols = min(5, len(keys))
     fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(3 * cols, 2.5 * math.ceil(len(keys) / cols)))
     epochs = [int(r["epoch"]) for r in rows]

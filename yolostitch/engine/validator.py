@@ -23,6 +23,8 @@ from .inputs import input_size, model_input
 from .coco_records import box_records, encode_masks, image_id_of, keypoint_records, mask_records
 from .metrics import DetectionStats, keypoint_oks, mask_iou
 from .plots import draw_batch, predictions_as_batch
+from .precision import Precision, precision_for, to_float
+from ..errors import FlagError
 from .postprocess import scale_boxes, xywh2xyxy
 from .predict import assemble_masks, image_region, postprocess, unletterbox_masks, unletterbox_points
 from .runs import increment_path, select_device
@@ -53,7 +55,8 @@ TASK_PREFIX = {"det": "box", "seg": "mask", "kpt": "pose"}
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, conf_thres: float = 0.001,
              iou_thres: float = 0.6, max_det: int = 300,
              on_image: Callable[[str, dict[str, torch.Tensor]], None] | None = None,
-             plot_dir: Path | None = None, kpt_sigmas=None, extractor: Extractor | None = None) -> dict[str, Any]:
+             plot_dir: Path | None = None, kpt_sigmas=None, extractor: Extractor | None = None,
+             precision: Precision | None = None) -> dict[str, Any]:
     """Metrics of every branch of ``model`` on ``loader``: ``{"box": ..., "mask": ..., "pose": ...}`` (tasks the
     model has), each with P, R, mAP50, mAP50-95 per class and overall, plus ``images`` and ``speed_ms``.
 
@@ -63,8 +66,10 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
     class, presence predicted at p > 0.5) and ``exact`` (images with every class right). ``on_image(im_file, kept)`` gets each image's predictions
     in original-image pixels (``boxes``, ``conf``, ``cls``, and ``masks``/``keypoints`` where present);
     with ``plot_dir``, the first batch is drawn with its labels and with the predictions. Batches from a
-    feature cache feed the model their maps; ``extractor`` turns image batches into maps first.
+    feature cache feed the model their maps; ``extractor`` turns image batches into maps first. ``precision``
+    (:mod:`.precision`; default fp32) is the forward's autocast; outputs are cast to fp32 before NMS and metrics.
     """
+    policy = precision or Precision()
     model.eval()
     tasks = [t for t in TASK_PREFIX if t in model.heads]
     stats = {TASK_PREFIX[t]: DetectionStats(model.names, coco_max_det=20 if t == "kpt" else 100) for t in tasks}
@@ -76,7 +81,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         t0 = time.perf_counter()
         x = model_input(batch, device, extractor)
         t1 = time.perf_counter()
-        outputs = model(x)
+        with policy.autocast():
+            outputs = to_float(model(policy.prepare(x)))
         t2 = time.perf_counter()
         dets = postprocess(outputs, conf_thres, iou_thres, nc=model.nc, multi_label=True, max_det=max_det,
                            kpt_shape=kpt_shape)
@@ -186,25 +192,30 @@ def _mask_scores(det, batch: dict[str, Any], keep: torch.Tensor, true_boxes: tor
 def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size: int = 32, conf_thres: float = 0.001,
             iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "", workers: int = 8,
             save_json: bool = False, project: str | Path = "runs/val", name: str = "exp", exist_ok: bool = False,
-            verbose: bool = True, features: str | Path = "") -> dict[str, Any]:
+            verbose: bool = True, features: str | Path = "", extractor: str = "",
+            extractor_weights: str = "", amp: str = "auto") -> dict[str, Any]:
     """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``.
 
-    A feature-input model reads ``features`` (a cache directory), else runs the extractor it was trained with.
+    A feature-input model reads ``features`` (a cache directory), else runs ``extractor`` (any spec: the user's
+    choice), else the extractor it was trained with if that is a built-in kind (see ``feature_source``).
+    ``amp``: ``auto`` runs the forward in bf16 on CPUs with native bf16 (fp16 on CUDA), ``off`` in fp32
+    (:mod:`.precision`).
     """
     dev = select_device(device)
+    precision = precision_for(amp, dev)  # a bad --amp fails before anything loads
     model = load_model(weights, device=dev)
     config = load_data_config(data)
     if task not in config.splits:
-        raise ValueError(f"--task {task}: {config.source} has no '{task}' split (it has {sorted(config.splits)})")
+        raise FlagError(f"--task {task}: {config.source} has no '{task}' split (it has {sorted(config.splits)})")
     if model.nc != config.nc:
-        raise ValueError(f"{weights} predicts {model.nc} classes but {config.source} has {config.nc}; "
-                         "validate on the data the weights were trained for")
+        raise FlagError(f"{weights} predicts {model.nc} classes but {config.source} has {config.nc}; "
+                        "validate on the data the weights were trained for")
     if "kpt" in model.heads and list(model.kpt_shape or []) != list(config.kpt_shape or []):
-        raise ValueError(f"{weights} predicts keypoints of shape {model.kpt_shape} but {config.source} has "
-                         f"kpt_shape {config.kpt_shape}")
+        raise FlagError(f"{weights} predicts keypoints of shape {model.kpt_shape} but {config.source} has "
+                        f"kpt_shape {config.kpt_shape}")
     scan = scan_split(config.splits[task], config.nc, config.kpt_shape)
     kpt_shape = config.kpt_shape if "kpt" in model.heads else None
-    cache, extractor = feature_source(model, features, imgsz, dev)
+    cache, extractor = feature_source(model, features, imgsz, dev, extractor, extractor_weights)
     if cache is not None:
         imgsz = cache.imgsz
         loader = feature_val_loader(scan.labels, cache, batch_size, kpt_shape, workers, use_masks="seg" in model.heads)
@@ -215,12 +226,12 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     records: list[dict] = []
     on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None
     results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image, plot_dir=save_dir,
-                       kpt_sigmas=config.raw.get("kpt_sigmas"), extractor=extractor)
+                       kpt_sigmas=config.raw.get("kpt_sigmas"), extractor=extractor, precision=precision)
     box = results["box"]
     metrics = {**flat_metrics(results), "box_map50_coco": box["coco_map50"], "box_map_coco": box["coco_map"],
                "images": results["images"], "instances": box["instances"], "speed_ms_per_image": results["speed_ms"],
                "per_class": {p: results[p]["per_class"] for p in TASK_PREFIX.values() if p in results},
-               "skipped": [p.as_dict() for p in scan.problems]}
+               "skipped": [p.as_dict() for p in scan.problems], "precision": precision.describe()}
     for prefix in ("mask", "pose"):
         if prefix in results:
             metrics[f"{prefix}_map50_coco"], metrics[f"{prefix}_map_coco"] = (results[prefix]["coco_map50"],
@@ -236,6 +247,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
         s = results["speed_ms"]
         print(f"Speed: {s['preprocess']:.1f}ms pre-process, {s['inference']:.1f}ms inference, {s['nms']:.1f}ms NMS "
               f"per image at shape ({batch_size}, 3, {imgsz}, {imgsz})")
+        print(f"Precision: {precision.describe()}")
         print(f"Results saved to {save_dir}")
     return {**metrics, "save_dir": str(save_dir)}
 

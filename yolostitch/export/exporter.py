@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from ..models import StitchModel
+from ..errors import FlagError
 from ._deps import quiet, require_onnx
 from .wrapper import ExportModule, Inputs, max_relative_diff
 
@@ -67,7 +68,7 @@ def onnx_result(model: StitchModel | ExportModule, path: str | Path, imgsz: int 
     onnx, _ = require_onnx()
     low, high = opset_range()
     if not low <= opset <= high:  # checked here: the exporter's own error comes after a dump of the whole graph
-        raise ValueError(f"opset {opset} is not supported by this torch's ONNX exporter (use {low}-{high})")
+        raise FlagError(f"opset {opset} is not supported by this torch's ONNX exporter (use {low}-{high})")
     module = _wrap(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +210,7 @@ def export_weights(weights: str | Path, include: Sequence[str] = ("onnx",), imgs
 
     unknown = [f for f in include if f not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+        raise FlagError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
     formats = [f for f in FORMATS if f in include or (f == "onnx" and int8)]
     if "onnx" in formats:
         require_onnx()  # before the slow part

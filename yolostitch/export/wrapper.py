@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models import StitchModel
+from ..errors import FlagError
 
 TASK_ORDER = ("det", "seg", "kpt", "cls", "features")  # outputs come in this order, whatever the YAML's
 TASK_OUTPUTS = {"det": ("det",), "seg": ("seg_coef", "seg_proto"), "kpt": ("kpt",), "cls": ("cls",),
@@ -93,8 +94,8 @@ class ExportModule(nn.Module):
         h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
         s = self.max_stride
         if h < 1 or w < 1 or h % s or w % s:
-            raise ValueError(f"image size {h}x{w} must be a positive multiple of the model's largest stride {s} "
-                             f"(e.g. {max(s, math.ceil(max(h, w) / s) * s)})")
+            raise FlagError(f"image size {h}x{w} must be a positive multiple of the model's largest stride {s} "
+                            f"(e.g. {max(s, math.ceil(max(h, w) / s) * s)})")
         return h, w
 
     def example_inputs(self, imgsz: int | Sequence[int], batch_size: int = 1,
@@ -102,7 +103,7 @@ class ExportModule(nn.Module):
         """Random inputs in ``input_names`` order (zeros would hide decoding errors): images in [0, 1),
         feature maps standard normal, shaped as the model's contract says for an ``imgsz`` image."""
         if batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+            raise FlagError(f"batch size must be at least 1, got {batch_size}")
         h, w = self.image_size(imgsz)
         example = self.model.example_input(h, w)
         tensors = _positional(self, example)

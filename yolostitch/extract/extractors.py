@@ -12,6 +12,11 @@ Specs (``build_extractor``):
 - ``torchscript:FILE`` a TorchScript module returning a tensor, a list of tensors or a dict of them
 - ``ckpt:FILE[:LAYERS]`` layers of a yolostitch or stock YOLOv5 checkpoint (default: what the head consumes)
 - ``package.module:function`` any function taking the 0..1 image batch and returning maps as TorchScript does
+
+``torchvision:``, ``timm:`` and ``ckpt:`` run our own code on data files (weights are read without unpickling
+code), so they may be rebuilt from what a checkpoint records. ``torchscript:`` and ``module:function`` run code
+from outside: callers building a spec they did not get from the user pass ``allow_code=False``. A spec is
+classified from its text alone (:func:`spec_kind`) before anything is read or imported.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import itertools
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -30,13 +37,19 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..errors import FlagError, YolostitchError
+from ..models.feature_input import FeatureContractError
+
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_STRIDES = (8, 16, 32)
 ACCEPTED_SPECS = ("accepted extractor specs: 'torchvision:NAME[:node1,node2,...]', 'timm:NAME[:i,j,k]', "
                   "'torchscript:FILE', 'ckpt:FILE[:LAYERS]' (e.g. ckpt:yolov5n.pt:4,6,9) or "
-                  "'package.module:function'")
+                  "'package.module:function' (an importable module and a function in it)")
+SCHEMES = ("torchvision", "timm", "torchscript", "ckpt")
+FUNCTION_KIND = "module:function"
+CODE_KINDS = ("torchscript", FUNCTION_KIND)  # they run code from outside yolostitch: only when the user names them
 SPATIAL_HINT = ("models without spatial feature maps (ViT tokens, classifier logits) need a 'timm:NAME' "
                 "features_only model or a 'package.module:function' that returns (B, C, H, W) maps")
 _FUNCTION_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -44,6 +57,10 @@ _INT_LIST = re.compile(r"\d+(,\d+)*")
 # Top-level children that start the classifier: never feature stages, and the probe stops when they are reached.
 _HEAD_TYPES = (nn.Linear, nn.Flatten, nn.Dropout, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _HEAD_NAMES = {"avgpool", "fc", "classifier", "head", "heads", "dropout", "flatten", "AuxLogits", "aux1", "aux2"}
+
+
+class ExtractorSpecError(YolostitchError, ValueError):
+    """An extractor spec that is malformed, of no known kind, or not to be built where it came from."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +73,11 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):
-            raise ValueError(f"feature key {self.key!r} must match {KEY_PATTERN.pattern} (it is written into YAML)")
+            raise FlagError(f"feature key {self.key!r} must match {KEY_PATTERN.pattern} (it is written into YAML)")
         for label in ("channels", "stride"):
             value = getattr(self, label)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"feature {self.key!r}: {label} must be a positive integer, got {value!r}")
+                raise FlagError(f"feature {self.key!r}: {label} must be a positive integer, got {value!r}")
 
 
 class Extractor(nn.Module):
@@ -98,8 +115,8 @@ class Extractor(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for feature in self.features:
             if feature.key not in maps:
-                raise ValueError(f"{self.spec}: the extractor returned {sorted(maps)}, without {feature.key!r} "
-                                 "which its contract promised")
+                raise FlagError(f"{self.spec}: the extractor returned {sorted(maps)}, without {feature.key!r} "
+                                "which its contract promised")
             out[feature.key] = _check_map(maps[feature.key], feature, images.shape, self.spec)
         return out
 
@@ -121,34 +138,60 @@ class Extractor(nn.Module):
             with torch.no_grad():
                 maps = self._run(torch.zeros(1, 3, size, size, device=device))
         except Exception as e:  # e.g. a fixed-size ViT; say which spec and size failed
-            raise ValueError(f"{self.spec}: probing with a {size}x{size} image failed ({type(e).__name__}: {e}); "
-                             "give imgsz= the input size the model needs") from e
+            raise FlagError(f"{self.spec}: probing with a {size}x{size} image failed ({type(e).__name__}: {e}); "
+                            "give imgsz= the input size the model needs") from e
         if not isinstance(maps, dict) or not maps:
-            raise ValueError(f"{self.spec}: the extractor returned no feature maps")
+            raise FlagError(f"{self.spec}: the extractor returned no feature maps")
         specs = [FeatureSpec(key, int(m.shape[1]), _stride_of(m, size, f"{self.spec}: output {key!r}"))
                  for key, m in maps.items()]
         return sorted(specs, key=lambda f: f.stride)  # stable: equal strides keep the body's order
 
 
+def spec_kind(spec: str) -> str:
+    """The kind of ``spec``: one of ``SCHEMES`` or ``FUNCTION_KIND``, from its text alone (nothing is read or
+    imported). ExtractorSpecError, listing the accepted specs, for anything else.
+
+    A ``word:word`` spec is only a ``module:function`` when ``word`` is not a near miss of a scheme: a typo such
+    as ``torchvison:resnet18`` or ``Timm:resnet18`` is an unknown kind, never a module to import. (A module whose
+    name is that close to a scheme can still be named through its package, ``pkg.timmy:fn``.)
+    """
+    scheme, _ = _split_spec(spec)
+    if scheme in SCHEMES:
+        return scheme
+    near = _near_scheme(scheme)
+    if near:
+        raise ExtractorSpecError(f"extractor spec {spec!r}: unknown kind {scheme!r} (did you mean '{near}:'?); "
+                                 f"{ACCEPTED_SPECS}")
+    if _FUNCTION_SPEC.fullmatch(spec):
+        return FUNCTION_KIND
+    raise ExtractorSpecError(f"extractor spec {spec!r}: unknown kind {scheme!r}; {ACCEPTED_SPECS}")
+
+
 def build_extractor(spec: str, weights: str | os.PathLike | None = None, imgsz: int = 320,
-                    device: str | torch.device = "cpu") -> Extractor:
+                    device: str | torch.device = "cpu", *, allow_code: bool = True,
+                    expected_hash: str | None = None) -> Extractor:
     """Build the frozen extractor named by ``spec`` (see the module docstring), probed at ``imgsz`` (rounded up
     to a multiple of 32) and moved to ``device``. ``weights`` is a state-dict file for ``torchvision:`` and
-    ``timm:`` models (untrained, deterministically initialised weights otherwise)."""
-    scheme, rest = _split_spec(spec)
+    ``timm:`` models (untrained, deterministically initialised weights otherwise).
+
+    ``allow_code=False`` refuses ``torchscript:`` and ``module:function`` specs before touching them (for specs
+    read from a file). ``expected_hash``: the weights hash the extractor must have (FeatureContractError
+    otherwise), checked from the files before anything is loaded where the hash is a file's
+    (``torchscript:``, ``ckpt:``, a ``weights`` file), else right after building, before the probe runs it.
+    """
+    kind = spec_kind(spec)
+    if kind in CODE_KINDS and not allow_code:
+        raise ExtractorSpecError(f"extractor spec {spec!r}: a {kind} extractor runs code from outside yolostitch "
+                                 "and is built only when the user names it")
+    if weights is not None and kind not in ("torchvision", "timm"):
+        names = "its code" if kind == FUNCTION_KIND else "its file"
+        raise FlagError(f"{spec}: weights= applies to torchvision: and timm: specs only; a {kind} spec names "
+                        f"{names} itself")
     builders: dict[str, Callable[..., Extractor]] = {"torchvision": _build_torchvision, "timm": _build_timm,
-                                                     "torchscript": _build_torchscript, "ckpt": _build_ckpt}
-    if scheme in builders:
-        if weights is not None and scheme not in ("torchvision", "timm"):
-            raise ValueError(f"{spec}: weights= applies to torchvision: and timm: specs only; "
-                             f"a {scheme}: spec names its file itself")
-        extractor = builders[scheme](rest, spec, weights, imgsz)
-    elif _FUNCTION_SPEC.fullmatch(spec):
-        if weights is not None:
-            raise ValueError(f"{spec}: weights= applies to torchvision: and timm: specs only")
-        extractor = _build_function(spec, imgsz)
-    else:
-        raise ValueError(f"extractor spec {spec!r}: unknown scheme {scheme!r}; {ACCEPTED_SPECS}")
+                                                     "torchscript": _build_torchscript, "ckpt": _build_ckpt,
+                                                     FUNCTION_KIND: _build_function}
+    rest = spec.split(":", 1)[1]
+    extractor = builders[kind](rest, spec, weights, imgsz, expected_hash)
     return extractor.to(device)
 
 
@@ -164,7 +207,7 @@ def safe_key(name: str) -> str:
 def probe_size(imgsz: int) -> int:
     """``imgsz`` rounded up to a multiple of 32 (at least 32)."""
     if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 1:
-        raise ValueError(f"imgsz must be a positive integer, got {imgsz!r}")
+        raise FlagError(f"imgsz must be a positive integer, got {imgsz!r}")
     return max(32, math.ceil(imgsz / 32) * 32)
 
 
@@ -207,11 +250,11 @@ def _stride_of(m: Any, size: int, where: str) -> int:
     """The stride of a map produced from a ``size`` x ``size`` probe; ValueError unless (B, C, H, W) and whole."""
     if not isinstance(m, torch.Tensor) or m.dim() != 4:
         shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-        raise ValueError(f"{where} has shape {shape}, not a (B, C, H, W) feature map; {SPATIAL_HINT}")
+        raise FlagError(f"{where} has shape {shape}, not a (B, C, H, W) feature map; {SPATIAL_HINT}")
     h, w = int(m.shape[2]), int(m.shape[3])
     if h != w or h < 1 or size % h:
-        raise ValueError(f"{where} is {h}x{w} for a {size}x{size} probe: not a (B, C, H, W) map with a whole "
-                         "stride >= 1 (channels-last output, or padding that does not divide the input evenly)")
+        raise FlagError(f"{where} is {h}x{w} for a {size}x{size} probe: not a (B, C, H, W) map with a whole "
+                        "stride >= 1 (channels-last output, or padding that does not divide the input evenly)")
     return size // h
 
 
@@ -233,17 +276,45 @@ def _check_map(m: torch.Tensor, feature: FeatureSpec, image_shape: torch.Size, s
         ok = tuple(m.shape[2:]) == (height // feature.stride, width // feature.stride)
     if not ok:
         shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-        raise ValueError(f"{spec}: map {feature.key!r} has shape {shape} for images {tuple(image_shape)}, breaking "
-                         f"its contract ({feature.channels} channels at stride {feature.stride})")
+        raise FlagError(f"{spec}: map {feature.key!r} has shape {shape} for images {tuple(image_shape)}, breaking "
+                        f"its contract ({feature.channels} channels at stride {feature.stride})")
     return m
+
+
+def _near_scheme(word: str) -> str:
+    """The scheme ``word`` misspells (other case, or one or two letters off), or ``""``. Dotted words are module
+    paths and are left to the import."""
+    if "." in word:
+        return ""
+    lowered = word.lower()
+    return next((scheme for scheme in SCHEMES
+                 if word != scheme and _edit_distance(lowered, scheme) <= (1 if len(scheme) <= 4 else 2)), "")
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn ``a`` into ``b``."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+def _check_hash(actual: str, expected: str | None, spec: str) -> None:
+    """The extractor's weights must be the ones the model was trained with."""
+    if expected is not None and actual != expected:
+        raise FeatureContractError(f"extractor {spec}: weights {actual} differ from the {expected} the model was "
+                                   "trained with")
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"extractor spec {spec!r} is malformed; {ACCEPTED_SPECS}")
+        raise ExtractorSpecError(f"extractor spec {spec!r} is malformed; {ACCEPTED_SPECS}")
     scheme, rest = spec.split(":", 1)
     if not scheme or not rest:
-        raise ValueError(f"extractor spec {spec!r} is malformed; {ACCEPTED_SPECS}")
+        raise ExtractorSpecError(f"extractor spec {spec!r} is malformed; {ACCEPTED_SPECS}")
     return scheme, rest
 
 
@@ -253,13 +324,13 @@ def _names(text: str, spec: str) -> list[str]:
         return []
     names = [n.strip() for n in text.split(",")]
     if not all(names):
-        raise ValueError(f"extractor spec {spec!r}: empty name in the list {text!r}; {ACCEPTED_SPECS}")
+        raise FlagError(f"extractor spec {spec!r}: empty name in the list {text!r}; {ACCEPTED_SPECS}")
     return names
 
 
 def _ints(text: str, spec: str) -> list[int]:
     if text and not _INT_LIST.fullmatch(text.replace(" ", "")):
-        raise ValueError(f"extractor spec {spec!r}: {text!r} is not a comma-separated list of integers")
+        raise FlagError(f"extractor spec {spec!r}: {text!r} is not a comma-separated list of integers")
     return [int(n) for n in _names(text, spec)]
 
 
@@ -288,18 +359,18 @@ def read_state_dict(path: str | os.PathLike, spec: str = "weights") -> dict[str,
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:
-            raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+            raise FlagError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:
-        raise ValueError(f"{path}: not a readable weights file (torch.load with weights_only=True failed: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+        raise FlagError(f"{path}: not a readable weights file (torch.load with weights_only=True failed: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: holds no state dict (a dict of tensors, possibly under 'state_dict' or 'model')")
+        raise FlagError(f"{path}: holds no state dict (a dict of tensors, possibly under 'state_dict' or 'model')")
     return dict(obj)
 
 
@@ -313,8 +384,8 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str |
     if missing or unexpected or shapes:
         def first(items: list[str]) -> str:
             return f"{items[:5]}{'...' if len(items) > 5 else ''}"
-        raise ValueError(f"{path}: the weights do not fit {spec}: missing {first(missing)}, "
-                         f"unexpected {first(unexpected)}, wrong shapes {first(shapes)}")
+        raise FlagError(f"{path}: the weights do not fit {spec}: missing {first(missing)}, "
+                        f"unexpected {first(unexpected)}, wrong shapes {first(shapes)}")
     model.load_state_dict(state, strict=True)
 
 
@@ -343,16 +414,19 @@ class _NamedOutputs(nn.Module):
         if isinstance(out, Mapping):
             maps = {safe_key(k): v for k, v in out.items()}
             if len(maps) != len(out):
-                raise ValueError(f"{self.spec}: output keys {list(out)} collide once made YAML-safe")
+                raise FlagError(f"{self.spec}: output keys {list(out)} collide once made YAML-safe")
             return maps
-        raise ValueError(f"{self.spec}: expected a tensor, a list of tensors or a dict of tensors, "
-                         f"got {type(out).__name__}")
+        raise FlagError(f"{self.spec}: expected a tensor, a list of tensors or a dict of tensors, "
+                        f"got {type(out).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------ torchvision
 
 
-def _build_torchvision(rest: str, spec: str, weights: str | os.PathLike | None, imgsz: int) -> Extractor:
+def _build_torchvision(rest: str, spec: str, weights: str | os.PathLike | None, imgsz: int,
+                       expected_hash: str | None = None) -> Extractor:
+    if weights is not None:
+        _check_hash(file_hash(_existing_file(weights, spec)), expected_hash, spec)
     import torchvision
     from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -360,8 +434,8 @@ def _build_torchvision(rest: str, spec: str, weights: str | os.PathLike | None, 
     nodes = _names(node_text, spec)
     if name not in torchvision.models.list_models(module=torchvision.models):
         kind = "is not a classification model" if name in torchvision.models.list_models() else "is unknown"
-        raise ValueError(f"{spec}: torchvision model {name!r} {kind}; see "
-                         "torchvision.models.list_models(module=torchvision.models)")
+        raise FlagError(f"{spec}: torchvision model {name!r} {kind}; see "
+                        "torchvision.models.list_models(module=torchvision.models)")
     with _seeded():
         model = torchvision.models.get_model(name, weights=None)
     if weights is not None:
@@ -369,15 +443,16 @@ def _build_torchvision(rest: str, spec: str, weights: str | os.PathLike | None, 
         weights_hash = file_hash(weights)
     else:
         weights_hash = state_hash(model.state_dict())
+        _check_hash(weights_hash, expected_hash, spec)
     model.eval()
     nodes = nodes or auto_nodes(model, probe_size(imgsz), spec)
     keys = {node: safe_key(node) for node in nodes}
     if len(set(keys.values())) != len(keys):
-        raise ValueError(f"{spec}: node names {nodes} repeat")
+        raise FlagError(f"{spec}: node names {nodes} repeat")
     try:
         body = create_feature_extractor(model, return_nodes=keys)
     except Exception as e:
-        raise ValueError(f"{spec}: cannot extract nodes {nodes}: {e}") from e
+        raise FlagError(f"{spec}: cannot extract nodes {nodes}: {e}") from e
     return Extractor(body, spec, weights_hash, IMAGENET_MEAN, IMAGENET_STD, imgsz)
 
 
@@ -398,15 +473,15 @@ def auto_nodes(model: nn.Module, size: int, spec: str, strides: Sequence[int] = 
     candidates = _stage_candidates(model, shapes, size)
     for name, shape in candidates:
         if shape is None or len(shape) != 4 or shape[2] != shape[3]:
-            raise ValueError(f"{spec}: stage {name!r} outputs {shape or 'no tensor'}, not a (B, C, H, W) "
-                             f"feature map; {SPATIAL_HINT}")
+            raise FlagError(f"{spec}: stage {name!r} outputs {shape or 'no tensor'}, not a (B, C, H, W) "
+                            f"feature map; {SPATIAL_HINT}")
         stride = _whole_stride(shape, size)
         if stride in strides:
             chosen[stride] = name
     if not chosen:
         found = ", ".join(f"{n} {s}" for n, s in candidates) or "none"
-        raise ValueError(f"{spec}: no stage at stride {'/'.join(map(str, strides))} for a {size}px probe "
-                         f"(stages: {found}); name nodes explicitly ({spec}:node1,node2); {SPATIAL_HINT}")
+        raise FlagError(f"{spec}: no stage at stride {'/'.join(map(str, strides))} for a {size}px probe "
+                        f"(stages: {found}); name nodes explicitly ({spec}:node1,node2); {SPATIAL_HINT}")
     return [chosen[s] for s in sorted(chosen)]
 
 
@@ -440,8 +515,8 @@ def _stage_shapes(model: nn.Module, size: int, spec: str) -> dict[str, tuple[int
     except _StopProbe:
         pass
     except Exception as e:
-        raise ValueError(f"{spec}: running the model on a {size}x{size} probe failed "
-                         f"({type(e).__name__}: {e}); {SPATIAL_HINT}") from e
+        raise FlagError(f"{spec}: running the model on a {size}x{size} probe failed "
+                        f"({type(e).__name__}: {e}); {SPATIAL_HINT}") from e
     finally:
         for handle in handles:
             handle.remove()
@@ -478,7 +553,10 @@ def _import_timm(spec: str) -> Any:
     return timm
 
 
-def _build_timm(rest: str, spec: str, weights: str | os.PathLike | None, imgsz: int) -> Extractor:
+def _build_timm(rest: str, spec: str, weights: str | os.PathLike | None, imgsz: int,
+               expected_hash: str | None = None) -> Extractor:
+    if weights is not None:
+        _check_hash(file_hash(_existing_file(weights, spec)), expected_hash, spec)
     timm = _import_timm(spec)
     name, _, index_text = rest.partition(":")
     indices = _ints(index_text, spec)
@@ -487,13 +565,13 @@ def _build_timm(rest: str, spec: str, weights: str | os.PathLike | None, imgsz: 
     if indices:
         bad = [i for i in indices if i >= len(info)]
         if bad:
-            raise ValueError(f"{spec}: out_indices {bad} out of range; {name} has {len(info)} feature levels "
-                             f"(reductions {[level['reduction'] for level in info]})")
+            raise FlagError(f"{spec}: out_indices {bad} out of range; {name} has {len(info)} feature levels "
+                            f"(reductions {[level['reduction'] for level in info]})")
     else:
         last = {level["reduction"]: i for i, level in enumerate(info) if level["reduction"] in DEFAULT_STRIDES}
         if not last:
-            raise ValueError(f"{spec}: no feature level at stride 8/16/32 (reductions "
-                             f"{[level['reduction'] for level in info]}); give out_indices: {spec}:i,j,k")
+            raise FlagError(f"{spec}: no feature level at stride 8/16/32 (reductions "
+                            f"{[level['reduction'] for level in info]}); give out_indices: {spec}:i,j,k")
         indices = [last[r] for r in sorted(last)]
     if tuple(indices) != tuple(model.feature_info.out_indices):
         model = _create_timm(timm, name, spec, out_indices=tuple(indices))
@@ -502,6 +580,7 @@ def _build_timm(rest: str, spec: str, weights: str | os.PathLike | None, imgsz: 
         weights_hash = file_hash(weights)
     else:
         weights_hash = state_hash(model.state_dict())
+        _check_hash(weights_hash, expected_hash, spec)
     keys = [safe_key(n) for n in model.feature_info.module_name()]
     if len(set(keys)) != len(keys):
         keys = [f"{key}.{i}" for key, i in zip(keys, model.feature_info.out_indices)]
@@ -516,8 +595,8 @@ def _create_timm(timm: Any, name: str, spec: str, **kwargs: Any) -> nn.Module:
             return timm.create_model(name, features_only=True, **{"pretrained": False, **kwargs})
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            raise ValueError(f"{spec}: timm has no model {name!r} (see timm.list_models())") from e
-        raise ValueError(f"{spec}: timm cannot build {name!r} with features_only=True: {e}") from e
+            raise FlagError(f"{spec}: timm has no model {name!r} (see timm.list_models())") from e
+        raise FlagError(f"{spec}: timm cannot build {name!r} with features_only=True: {e}") from e
 
 
 def _timm_with_weights(timm: Any, name: str, model: nn.Module, indices: tuple[int, ...],
@@ -538,37 +617,58 @@ def _timm_with_weights(timm: Any, name: str, model: nn.Module, indices: tuple[in
 # ---------------------------------------------------------------------------------------- torchscript / function
 
 
-def _build_torchscript(rest: str, spec: str, weights: None, imgsz: int) -> Extractor:
+def _build_torchscript(rest: str, spec: str, weights: None, imgsz: int,
+                       expected_hash: str | None = None) -> Extractor:
     path = _existing_file(rest, spec)
+    weights_hash = file_hash(path)
+    _check_hash(weights_hash, expected_hash, spec)  # before the program is loaded
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:
-        raise ValueError(f"{spec}: {path} is not a loadable TorchScript file ({type(e).__name__}: {e})") from e
-    return Extractor(_NamedOutputs(module, spec), spec, file_hash(path), None, None, imgsz)
+        raise FlagError(f"{spec}: {path} is not a loadable TorchScript file ({type(e).__name__}: {e})") from e
+    return Extractor(_NamedOutputs(module, spec), spec, weights_hash, None, None, imgsz)
 
 
-def _build_function(spec: str, imgsz: int) -> Extractor:
+def _build_function(rest: str, spec: str, weights: None, imgsz: int,
+                    expected_hash: str | None = None) -> Extractor:
+    """Import the module the user named; its hash (its source file) can only be taken once it is imported."""
     module_name, attribute = spec.split(":", 1)
+    if not _top_level_exists(module_name):  # a look on sys.path: nothing imported for a name that is no module
+        raise ExtractorSpecError(f"extractor spec {spec!r}: neither a known kind nor an importable module "
+                                 f"{module_name!r}; {ACCEPTED_SPECS}")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and (module_name == e.name or module_name.startswith(f"{e.name}.")):
-            raise ValueError(f"extractor spec {spec!r}: neither a known scheme nor an importable module "
-                             f"{module_name!r}; {ACCEPTED_SPECS}") from e
+            raise ExtractorSpecError(f"extractor spec {spec!r}: neither a known kind nor an importable module "
+                                     f"{module_name!r}; {ACCEPTED_SPECS}") from e
         raise ImportError(f"{spec}: importing {module_name} failed: {e}") from e
     except Exception as e:
         raise ImportError(f"{spec}: importing {module_name} failed ({type(e).__name__}: {e})") from e
     function: Any = module
     for part in attribute.split("."):
         if not hasattr(function, part):
-            raise ValueError(f"{spec}: module {module_name} has no attribute {attribute!r}")
+            raise FlagError(f"{spec}: module {module_name} has no attribute {attribute!r}")
         function = getattr(function, part)
     if isinstance(function, type):
-        raise ValueError(f"{spec}: {attribute} is a class; give a function (or a module instance) that takes "
-                         "the image batch and returns feature maps")
+        raise FlagError(f"{spec}: {attribute} is a class; give a function (or a module instance) that takes "
+                        "the image batch and returns feature maps")
     if not callable(function):
-        raise ValueError(f"{spec}: {attribute} is a {type(function).__name__}, not callable")
-    return Extractor(_NamedOutputs(function, spec), spec, _function_hash(module, function, spec), None, None, imgsz)
+        raise FlagError(f"{spec}: {attribute} is a {type(function).__name__}, not callable")
+    weights_hash = _function_hash(module, function, spec)
+    _check_hash(weights_hash, expected_hash, spec)  # before the probe calls it
+    return Extractor(_NamedOutputs(function, spec), spec, weights_hash, None, None, imgsz)
+
+
+def _top_level_exists(module_name: str) -> bool:
+    """Whether the top-level package of ``module_name`` can be found, without importing it."""
+    top = module_name.partition(".")[0]
+    if top in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _function_hash(module: Any, function: Any, spec: str) -> str:
@@ -584,7 +684,7 @@ def _function_hash(module: Any, function: Any, spec: str) -> str:
 # ------------------------------------------------------------------------------------------------------ ckpt
 
 
-def _build_ckpt(rest: str, spec: str, weights: None, imgsz: int) -> Extractor:
+def _build_ckpt(rest: str, spec: str, weights: None, imgsz: int, expected_hash: str | None = None) -> Extractor:
     from ..weights import load_model
 
     file_text, layer_text = rest, ""
@@ -592,10 +692,12 @@ def _build_ckpt(rest: str, spec: str, weights: None, imgsz: int) -> Extractor:
     if head and _INT_LIST.fullmatch(tail.replace(" ", "")):  # rpartition: a Windows drive colon stays in the file
         file_text, layer_text = head, tail
     path = _existing_file(file_text, spec)
+    weights_hash = file_hash(path)
+    _check_hash(weights_hash, expected_hash, spec)
     model = load_model(path, device="cpu")
     indices = _ints(layer_text, spec) or backbone_outputs(model.yaml, model.layers)
     body = _CheckpointLayers(model, indices, spec)
-    return Extractor(body, spec, file_hash(path), None, None, imgsz)
+    return Extractor(body, spec, weights_hash, None, None, imgsz)
 
 
 def backbone_outputs(config: Mapping[str, Any], layers: Sequence[Any]) -> list[int]:
@@ -614,14 +716,14 @@ class _CheckpointLayers(nn.Module):
         layers = model.layers
         for i in outputs:
             if not 0 <= i < len(layers):
-                raise ValueError(f"{spec}: layer {i} does not exist (the model has layers 0..{len(layers) - 1})")
+                raise FlagError(f"{spec}: layer {i} does not exist (the model has layers 0..{len(layers) - 1})")
             if layers[i].shape is None:
-                raise ValueError(f"{spec}: layer {i} ({layers[i].module_name}) outputs no feature map")
+                raise FlagError(f"{spec}: layer {i} ({layers[i].module_name}) outputs no feature map")
         stop = max(outputs) + 1
         for layer in layers[:stop]:
             if type(layer.module).__name__ == "FeatureInput":
-                raise ValueError(f"{spec}: layer {layer.index} is a FeatureInput: this model reads precomputed "
-                                 "features, not images, so its layers cannot extract features from images")
+                raise FlagError(f"{spec}: layer {layer.index} is a FeatureInput: this model reads precomputed "
+                                "features, not images, so its layers cannot extract features from images")
         for layer in layers[stop:]:  # never run: free them
             layer.module = model.model[layer.index] = nn.Identity()
         self.model = model

@@ -17,13 +17,15 @@ from typing import Any, Sequence
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from ..data.config import load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FLIP, FORMAT, INDEX, CacheEntry, FeatureCacheError, bytes_per_image
+from ..errors import FlagError
 from ..data.labels import ImageLabels
 from ..data.scan import scan_split
 
@@ -35,13 +37,13 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
                 device: str | torch.device = "cpu") -> dict[str, Any]:
     """Extract every image of the data YAML's ``splits`` (default: all) into ``out``; return a summary."""
     if dtype not in ("float16", "bfloat16", "float32"):
-        raise ValueError(f"--dtype {dtype}: choose float16, bfloat16 or float32")
+        raise FlagError(f"--dtype {dtype}: choose float16, bfloat16 or float32")
     out = Path(out)
     config = load_data_config(data)
     names = list(splits) if splits else list(config.splits)
     unknown = [s for s in names if s not in config.splits]
     if unknown:
-        raise ValueError(f"--splits {unknown}: {config.source} has splits {list(config.splits)}")
+        raise FlagError(f"--splits {unknown}: {config.source} has splits {list(config.splits)}")
     header = {"format": FORMAT, "extractor": extractor.spec, "weights_hash": extractor.weights_hash,
               "normalise": extractor.normalise, "imgsz": int(imgsz), "dtype": dtype, "flip": bool(flip),
               "features": extractor.contract(), "data": str(config.source),
@@ -92,6 +94,8 @@ def _extract(extractor, todo, out: Path, header: dict, entries: dict[str, CacheE
             maps = extractor(images)
             flipped = extractor(images.flip(-1)) if header["flip"] else {}
         _check_maps(maps, header, images.shape[2:])
+        _check_range(maps, header, batch["im_file"])
+        _check_range({k + FLIP: v for k, v in flipped.items()}, header, batch["im_file"])
         for i, im_file in enumerate(batch["im_file"]):
             split = todo[done + i][0]
             tensors = {k: v[i].to(dtype).contiguous().cpu() for k, v in maps.items()}
@@ -117,6 +121,26 @@ def _check_maps(maps: dict[str, torch.Tensor], header: dict, size) -> None:
             raise FeatureCacheError(f"extractor {header['extractor']}: map {key!r} has shape {tuple(t.shape[1:])} for "
                                     f"a {tuple(size)} input; its contract ({spec['channels']}ch, stride "
                                     f"{spec['stride']}) gives {want}")
+
+
+def _check_range(maps: dict[str, torch.Tensor], header: dict, im_files: Sequence[str]) -> None:
+    """Every stored value must be finite in the cache's dtype: a map beyond float16's range would otherwise be
+    written as inf and only fail training, epochs later. Checked on the cast itself (what would be stored)."""
+    dtype = getattr(torch, header["dtype"])
+    for key, t in maps.items():
+        stored = t.to(dtype)
+        bad = ~torch.isfinite(stored)
+        if not bad.any():
+            continue
+        i = int(bad.reshape(len(bad), -1).any(1).nonzero()[0])
+        where = f"extractor {header['extractor']}: map {key!r} of {im_files[i]}"
+        if not torch.isfinite(t[i]).all():
+            raise FeatureCacheError(f"{where} holds inf or nan as the extractor returned it (before any cast); "
+                                    "the extractor itself must be fixed")
+        peak = float(t[i].abs().max())
+        raise FeatureCacheError(f"{where} has values up to |{peak:.4g}|, beyond the {header['dtype']} range "
+                                f"(max {torch.finfo(dtype).max:.6g}) of --dtype {header['dtype']}; extract with "
+                                "--dtype float32 (or bfloat16: float32's range in half the space)")
 
 
 def _entry(out: Path, split: str, im_file: str, shape, ratio_pad) -> CacheEntry:
@@ -156,17 +180,9 @@ def _current_entry(out: Path, split: str, lab: ImageLabels, header: dict) -> Cac
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: f.write(save_safetensors(tensors, metadata=metadata)))
 
 
 def _write_index(out: Path, header: dict, entries: dict[str, CacheEntry]) -> None:
-    index = out / INDEX
-    tmp = index.with_name(f".{INDEX}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**header, "entries": [e.to_json() for e in entries.values()]}))
-    os.replace(tmp, index)
+    text = json.dumps({**header, "entries": [e.to_json() for e in entries.values()]})
+    atomic_write(out / INDEX, lambda f: f.write(text.encode("utf-8")))

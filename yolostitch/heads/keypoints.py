@@ -2,7 +2,10 @@
 
 Decoding follows YOLO-Pose: ``xy = (2 * raw - 0.5 + cell) * stride`` (no sigmoid, so a keypoint may lie
 several cells away from the anchor's cell), visibility = ``sigmoid(raw)``. Keypoints are predicted for the
-same anchors as the detection, so the detection assignment and NMS carry them::
+same anchors as the detection, so the detection assignment and NMS carry them. A fresh branch starts with every
+keypoint at its cell's centre (bias 0.5, weights scaled to 1/100 of PyTorch's default): with the default
+initialisation its outputs scatter 2-3 cells around the cell on pretrained features, noise the loss first has to
+undo within a short fine-tune. Only the starting weights change; decoding is the same for every checkpoint::
 
     [[17, 20, 23], 1, Keypoints, [anchors, kpt_shape]]  # kpt_shape [K, 3]: x, y, visibility; [K, 2]: x, y
 """
@@ -17,6 +20,8 @@ from ..models.registry import Row, register_module
 from ..models.shape import Shape
 from .per_anchor import PerAnchorHead, anchors_per_level
 
+INIT_WEIGHT_SCALE = 0.01  # fresh keypoint convs: weights at 1/100 of PyTorch's default initialisation
+
 
 @register_module()
 class Keypoints(PerAnchorHead):
@@ -29,6 +34,17 @@ class Keypoints(PerAnchorHead):
         k, d = int(kpt_shape[0]), int(kpt_shape[1])
         super().__init__(k * d, na, channels, strides)
         self.kpt_shape = (k, d)
+        self.init_parameters()
+
+    @torch.no_grad()
+    def init_parameters(self) -> None:
+        """Start at the cell centres (raw x, y = 0.5), visibility 0.5, nearly independent of the features."""
+        k, d = self.kpt_shape
+        for conv in self.m:
+            conv.weight.mul_(INIT_WEIGHT_SCALE)  # scales the default init: no extra random draws
+            bias = conv.bias.view(self.na, k, d)
+            bias[..., :2] = 0.5  # 2 * 0.5 - 0.5 = half a cell from the corner
+            bias[..., 2:] = 0.0
 
     @classmethod
     def from_row(cls, row: Row) -> tuple[Keypoints, Shape | None]:

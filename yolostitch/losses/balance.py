@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import FlagError
+
 BALANCERS = ("fixed", "uncertainty", "dwa")
 DWA_TEMPERATURE = 2.0
 
@@ -28,7 +30,7 @@ class TaskBalance(nn.Module):
     def __init__(self, method: str, tasks: list[str]):
         super().__init__()
         if method not in BALANCERS:
-            raise ValueError(f"--balance {method!r}: choose one of {list(BALANCERS)}")
+            raise FlagError(f"--balance {method!r}: choose one of {list(BALANCERS)}")
         self.method, self.tasks = method, list(tasks)
         self.log_vars = nn.Parameter(torch.zeros(len(tasks))) if method == "uncertainty" else None
         self.register_buffer("initial", torch.zeros(len(tasks)))  # uncertainty: L_t0 (0 = not seen yet)

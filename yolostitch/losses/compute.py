@@ -11,14 +11,16 @@ from torch import Tensor, nn
 
 from .assign import assign_targets
 from .balance import TaskBalance
+from ..errors import ConfigError
 from .detection import detection_gains, detection_terms
 from .keypoints import keypoint_sigmas, keypoint_terms
 from .segment import mask_term
 
 # Gains of the new branches' terms, used when the hyp file does not set them (tuned like stock's box/obj/cls:
 # for 3 levels; rescaled by 3/nl). seg follows YOLOv5-seg, which weighs the mask loss with the box gain.
-BRANCH_GAINS = {"seg": 0.05, "kpt": 0.10, "kobj": 0.05, "img_cls": 0.05}
-TASK_TERMS = {"det": ("box", "obj", "cls"), "seg": ("seg",), "kpt": ("kpt", "kobj"), "cls": ("img_cls",)}
+# kdist: keypoint L1 distance in box sizes beside OKS (see losses.keypoints); 0 gives the OKS-only loss exactly.
+BRANCH_GAINS = {"seg": 0.05, "kpt": 0.10, "kobj": 0.05, "kdist": 0.30, "img_cls": 0.05}
+TASK_TERMS = {"det": ("box", "obj", "cls"), "seg": ("seg",), "kpt": ("kpt", "kobj", "kdist"), "cls": ("img_cls",)}
 
 
 def targets_from_batch(batch: dict[str, Any]) -> Tensor:
@@ -47,7 +49,7 @@ class ComputeLoss:
     def __init__(self, model: nn.Module, hyp: dict[str, Any], imgsz: int = 640, balance: str = "fixed",
                  kpt_sigmas: list[float] | None = None):
         if "det" not in model.heads:
-            raise ValueError("compute_loss needs a Detect head: its target assignment is shared by every branch")
+            raise ConfigError("compute_loss needs a Detect head: its target assignment is shared by every branch")
         self.head = model.model[model.heads["det"]]
         self.hyp = dict(hyp)
         self.nc: int = self.head.nc

@@ -1,5 +1,14 @@
 """Keypoint loss of the pose branch (YOLO-Pose's): per assigned anchor, 1 - OKS per labelled keypoint
-(scale-normalised by the target box area, per-keypoint sigmas) and BCE on the visibility logit.
+(scale-normalised by the target box area, per-keypoint sigmas) and BCE on the visibility logit, plus a
+scale-normalised distance term ``kdist``: the L1 distance (|dx| + |dy|) from prediction to target divided by
+sqrt(box area), averaged like the OKS term.
+
+Why ``kdist``: OKS alone, ``1 - exp(-e)`` with ``e = d^2 / (8 sigma^2 area)``, has a gradient ``~ exp(-e)``. On real
+people a freshly initialised branch starts with most keypoints at e > 10 (faces and extremities of small or
+distant persons at e ~ 100), where that gradient is ~0 and they never move (measured per keypoint by
+``benchmarks/pose_gradients.py``). The L1 term's gradient does not vanish with distance, so every labelled
+keypoint is pulled toward its target from the first step; OKS then refines the near ones. With the ``kdist`` gain
+at 0 the loss is the OKS-only one exactly.
 
 Keypoints with v = 0 are unlabelled: they add nothing to the OKS term and are visibility negatives;
 instances without any labelled keypoint add nothing at all (partial labels).
@@ -15,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .assign import LevelAssignment
+from ..errors import DataError
 
 COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87,
                         0.89, 0.89]) / 10.0  # the COCO person keypoints' per-keypoint sigmas
@@ -24,20 +34,21 @@ def keypoint_sigmas(k: int, sigmas: Sequence[float] | None = None) -> np.ndarray
     """Per-keypoint OKS sigmas: given ones, COCO's for 17 keypoints, else 1/K each (ultralytics' convention)."""
     if sigmas is not None:
         if len(sigmas) != k:
-            raise ValueError(f"kpt_sigmas has {len(sigmas)} values but there are {k} keypoints")
+            raise DataError(f"kpt_sigmas has {len(sigmas)} values but there are {k} keypoints")
         return np.asarray(sigmas, dtype=np.float64)
     return COCO_SIGMAS.copy() if k == 17 else np.full(k, 1.0 / k)
 
 
 def keypoint_terms(maps: Sequence[Tensor], assignments: Sequence[LevelAssignment], keypoints: Tensor,
                    sigmas: Tensor) -> dict[str, Tensor]:
-    """Ungained ``kpt`` (1 - OKS) and ``kobj`` (visibility BCE) losses summed over levels.
+    """Ungained ``kpt`` (1 - OKS), ``kobj`` (visibility BCE) and ``kdist`` (L1 / sqrt(area)) losses summed over
+    levels.
 
     ``maps`` are the raw branch outputs (bs, na, ny, nx, K*D); ``keypoints`` (n, K, 3) are the targets'
     normalised x, y and visibility, indexed by ``assignment.instance``.
     """
     zero = maps[0].new_zeros(())
-    kpt, kobj = zero, zero
+    kpt, kobj, kdist = zero, zero, zero
     keypoints = keypoints.to(maps[0].device, maps[0].dtype)
     labelled = keypoints[..., 2] > 0  # (n, K)
     sigmas = sigmas.to(maps[0])
@@ -58,6 +69,8 @@ def keypoint_terms(maps: Sequence[Tensor], assignments: Sequence[LevelAssignment
         e = d2 / ((2 * sigmas) ** 2 * (area + 1e-9) * 2)
         per_instance_scale = k / visible.sum(1, keepdim=True).clamp(min=1)
         kpt = kpt + (per_instance_scale * (1 - torch.exp(-e)) * visible).mean()
+        l1 = (pred_xy - true_xy).abs().sum(-1) / (area + 1e-9).sqrt()  # in box sizes: every scale counts alike
+        kdist = kdist + (per_instance_scale * l1 * visible).mean()
         if raw.shape[-1] == 3:
             kobj = kobj + F.binary_cross_entropy_with_logits(raw[..., 2], visible.to(raw.dtype))
-    return {"kpt": kpt, "kobj": kobj}
+    return {"kpt": kpt, "kobj": kobj, "kdist": kdist}

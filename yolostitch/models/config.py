@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from ..resources import builtin_dir
 from ..yaml_io import read_yaml_mapping
 from .registry import ConfigError
 
@@ -19,8 +19,9 @@ _PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # e.g. 'nearest', a fe
 
 
 def model_yaml_dirs() -> list[Path]:
-    """Where named model YAMLs are looked up: the source tree, then the installed copy."""
-    return [PROJECT_ROOT / "models" / "yaml", Path(sys.prefix) / "share" / "yolostitch" / "models" / "yaml"]
+    """Where named model YAMLs are looked up: the installed package's copy, else the repository's
+    ``models/yaml`` (:mod:`yolostitch.resources`)."""
+    return [builtin_dir("models/yaml")]
 
 
 def find_model_yaml(name: str | Path) -> Path:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
 
+from ..errors import YolostitchError
 from .registry import ConfigError, Row, register_module
 from .shape import Shape
 
@@ -30,7 +31,7 @@ NORMS = ("none", "standardize", "layernorm")
 OPTIONS = {"stride", "norm", "act"}
 
 
-class FeatureContractError(ValueError):
+class FeatureContractError(YolostitchError, ValueError):
     """A tensor given to a FeatureInput that breaks its declared contract; the message names the layer."""
 
 

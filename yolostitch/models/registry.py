@@ -23,11 +23,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..errors import ConfigError  # noqa: F401  (defined with the other user-facing errors; imported from here)
 from .shape import Shape
-
-
-class ConfigError(ValueError):
-    """A model YAML that cannot be built; the message names the file and row."""
 
 
 @dataclass

@@ -29,6 +29,8 @@ import types
 import warnings
 from pathlib import Path
 
+from ..errors import YolostitchError
+
 STOCK_VERSION = "7.0.14"
 INSTALL_HINT = f"pip install --no-deps yolov5=={STOCK_VERSION} && pip install pandas seaborn tqdm"
 
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-class StockYolov5Unavailable(ImportError):
+class StockYolov5Unavailable(YolostitchError, ImportError):
     """The stock yolov5 package (or one of its import-time dependencies) is not installed; the message says
     how to install it. Tests turn it into a skip, the command line into a one-line error."""
 
@@ -270,7 +272,7 @@ def stock_gflops(model, imgsz=640) -> float:
     from yolov5.utils import torch_utils
 
     if torch_utils.thop is None:
-        raise RuntimeError("stock yolov5 found no thop module; GFLOPs unavailable (install ultralytics-thop)")
+        raise SetupError("stock yolov5 found no thop module; GFLOPs unavailable (install ultralytics-thop)")
     p = next(model.parameters())
     stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
     im = torch.empty((1, p.shape[1], stride, stride), device=p.device)

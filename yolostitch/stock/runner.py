@@ -72,13 +72,18 @@ def _stand_ins() -> None:
         sys.modules["pkg_resources"] = stand_in
 
 
-def _stub_network(run_dir: Path) -> None:
-    """Turn stock's download/check hooks into no-ops; let torch.load read the checkpoints stock writes here."""
+def _stub_network(run_dir: Path, st: types.ModuleType | None = None) -> None:
+    """Turn stock's download/check hooks into no-ops; let torch.load read the checkpoints stock writes here.
+
+    ``st``: the stock training module whose imported hooks are replaced (``yolov5.train`` unless given; stock
+    YOLOv5-seg passes ``yolov5.segment.train``, which imports the same hooks)."""
     import torch
-    import yolov5.train as st
     import yolov5.utils.downloads as downloads
     import yolov5.utils.general as general
     import yolov5.utils.plots as plots
+
+    if st is None:
+        import yolov5.train as st
 
     def noop(*args, **kwargs):
         return None
@@ -109,11 +114,13 @@ def _stub_network(run_dir: Path) -> None:
 
 
 def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[str, Any]:
-    """Train stock ``spec["cfg"]`` (a stock YAML name) from scratch with ``spec``'s recipe; return the final
+    """Train stock ``spec["cfg"]`` (a stock YAML name) with ``spec``'s recipe; return the final
     epoch's EMA metrics (as its results.csv logs them), the wall time and the run directory.
 
     ``spec``: cfg, data (a box-only data YAML), hyp, epochs, batch_size, imgsz, device, workers, seed, project,
-    name. ``prepare(module)`` gets stock's ``yolov5.train`` module before the run (the benchmarks instrument it).
+    name, and optionally init (a local checkpoint stock starts from, as with its ``--weights``; see
+    :mod:`.init_weights`; ``transferred`` then holds stock's own count). ``prepare(module)`` gets stock's
+    ``yolov5.train`` module before the run (the benchmarks instrument it).
     """
     import logging
 
@@ -143,7 +150,11 @@ def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[s
         opt = st.parse_opt(True)
     finally:
         sys.argv = argv
-    settings = {"weights": "", "cfg": str(cfg), "data": spec["data"],
+    from .init_weights import start_from
+
+    init = str(Path(spec["init"]).resolve()) if spec.get("init") else ""  # stock's --weights: where it starts
+    transferred = start_from(st, init) if init else {}
+    settings = {"weights": init, "cfg": str(cfg), "data": spec["data"],
                 "hyp": spec["hyp"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
                 "imgsz": spec["imgsz"], "device": spec["device"], "workers": spec["workers"], "seed": spec["seed"],
                 "project": spec["project"], "name": spec.get("name", "stock"), "exist_ok": True}
@@ -155,7 +166,7 @@ def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[s
     p, r, map50, map_ = logged["final"]
     return {"box_precision": p, "box_recall": r, "box_map50": map50, "box_map": map_, "best_pt": logged.get("best_pt"),
             "wall_s": wall, "save_dir": str(opt.save_dir), "last": str(Path(opt.save_dir) / "weights" / "last.pt"),
-            "cfg": str(cfg)}
+            "cfg": str(cfg), "transferred": transferred}
 
 
 def load_stock_weights(path: str | Path, cfg: str | Path):

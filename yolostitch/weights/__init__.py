@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,12 @@ from typing import Any
 import torch
 
 from ..models import StitchModel, build_model
+from ..errors import WeightsError
 from .checkpoint import atomic_save, checkpoint_dict, is_own_checkpoint, save_checkpoint
+from .classes import Names, describe_transfer, detect_rows, match_class_names, name_list
 from .stock import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
+
+LOGGER = logging.getLogger("yolostitch")
 
 
 @dataclass
@@ -37,7 +42,7 @@ def read_weights(path: str | Path) -> Weights:
         stock = read_stock_checkpoint(obj, path)
         return Weights(stock.config, stock.state_dict, stock.names, "stock YOLOv5", stock.meta)
     keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-    raise RuntimeError(f"{path}: neither a yolostitch checkpoint nor a stock YOLOv5 one (found {keys})")
+    raise WeightsError(f"{path}: neither a yolostitch checkpoint nor a stock YOLOv5 one (found {keys})")
 
 
 def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
@@ -47,7 +52,7 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
     model = build_model(config)
     missing, unexpected = _compare_keys(model.state_dict(), state)
     if missing or unexpected:
-        raise RuntimeError(f"{path}: the {kind} weights do not fit the architecture in its own config: "
+        raise WeightsError(f"{path}: the {kind} weights do not fit the architecture in its own config: "
                            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     model.load_state_dict(state, strict=True)
@@ -58,37 +63,51 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
 
 
 def transfer_weights(model: StitchModel, state: dict[str, torch.Tensor],
-                     source_config: dict[str, Any] | None = None) -> dict[str, int]:
+                     source_config: dict[str, Any] | None = None, source_names: Names | None = None,
+                     target_names: Names | None = None) -> dict[str, Any]:
     """Load the tensors of ``state`` that fit ``model`` (same name and shape; anchors excepted, they come from the
     config), as stock's ``--weights`` does; the rest keep their fresh initialisation.
 
     One step further than stock: when only the class count differs, the Detect convs' box and objectness rows
-    (the first 5 outputs of each anchor) still transfer and only the class rows start fresh. And when the
+    (the first 5 outputs of each anchor) still transfer and only the class rows start fresh. Given both
+    ``source_names`` (the checkpoint's classes) and ``target_names`` (the data's), the rows of the classes whose
+    names match transfer too (:mod:`.classes`); with no name in common the transfer is the one above. And when the
     model's backbone has another length than ``source_config``'s (FeatureInput rows in place of an image
     backbone), head rows are paired by position (:func:`layer_correspondence`) so the neck and heads still load.
-    Returns counts: ``loaded`` (whole tensors), ``partial`` (Detect convs with box/objectness rows) and ``total``.
+    Returns ``loaded`` (whole tensors), ``partial`` (Detect convs with some rows), ``total`` and ``classes`` (the
+    target's class names whose rows came from the checkpoint by name).
     """
     if source_config is not None and len(source_config["backbone"]) != len(model.yaml["backbone"]):
         heads, _ = layer_correspondence(model.yaml, source_config)
         state = _renumber(state, {src: dst for dst, src in heads.items()})
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and not k.endswith("anchors")}
-    partial = 0
+    partial, used = 0, False
+    classes = match_class_names(target_names, source_names) if source_names and target_names else {}
     if "det" in model.heads:
         index = model.heads["det"]
         head = model.model[index]
+        source_nc = len(source_names or ())
+        bias = state.get(f"model.{index}.m.0.bias")
+        if bias is None or bias.shape[0] % head.na or bias.shape[0] // head.na < 5 + source_nc:
+            classes = {}  # the checkpoint's Detect is not laid out for its own names: no class rows by name
+        identity = source_nc == head.nc and classes == {i: i for i in range(head.nc)}  # stock's copy is the same
         for k, v in state.items():
-            if not k.startswith(f"model.{index}.m.") or k not in own or k in matching:
+            if not k.startswith(f"model.{index}.m.") or k not in own:
                 continue
-            mine = own[k]
-            if v.shape[1:] != mine.shape[1:] or v.shape[0] % head.na or v.shape[0] // head.na < 5:
+            if k in matching and (identity or not classes):
+                used = used or identity
                 continue
-            rows = mine.clone().view(head.na, head.no, *mine.shape[1:])
-            rows[:, :5] = v.view(head.na, v.shape[0] // head.na, *v.shape[1:])[:, :5]
-            matching[k] = rows.view_as(mine)
-            partial += 1
+            rows = detect_rows(own[k], v, head.na, source_nc, classes)
+            if rows is not None:
+                matching[k] = rows
+                partial += 1
+                used = used or bool(classes)
     model.load_state_dict(matching, strict=False)
-    return {"loaded": len(matching) - partial, "partial": partial, "total": len(own)}
+    matched = [name_list(target_names)[t] for t in sorted(classes)] if used else []
+    if matched:
+        LOGGER.debug("class rows transferred by name: %s", ", ".join(matched))
+    return {"loaded": len(matching) - partial, "partial": partial, "total": len(own), "classes": matched}
 
 
 def layer_correspondence(target: dict[str, Any], source: dict[str, Any]) -> tuple[dict[int, int], dict[int, int]]:
@@ -133,5 +152,6 @@ def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
     return missing + shapes, unexpected
 
 
-__all__ = ["Weights", "atomic_save", "checkpoint_dict", "load_model", "load_pickle_safely", "read_stock_checkpoint",
-           "layer_correspondence", "read_weights", "save_checkpoint", "transfer_weights"]
+__all__ = ["Weights", "atomic_save", "checkpoint_dict", "describe_transfer", "layer_correspondence", "load_model",
+           "load_pickle_safely", "match_class_names", "read_stock_checkpoint", "read_weights", "save_checkpoint",
+           "transfer_weights"]

@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..atomic import atomic_write
 
 FORMAT = "yolostitch"
 FORMAT_VERSION = 1
@@ -21,18 +22,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
     A run killed at any moment leaves either the old file or the new one, never a torn one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def plain_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..errors import WeightsError
+
 # classes stock YOLOv5 checkpoints pickle (v5.0 .. v7.0, repo layout and the `yolov5` pip package)
 _STOCK_CLASSES = {
     "models.yolo": ["Model", "DetectionModel", "SegmentationModel", "ClassificationModel", "Detect", "Segment"],
@@ -55,7 +57,19 @@ def _stand_ins() -> list[Any]:
             for name in names:
                 qualified = f"{prefix}.{name}"
                 allowed.append((type(name, (StockObject,), {"stock_name": qualified}), qualified))
+    allowed.append((_method_reference, "builtins.getattr"))
     return allowed
+
+
+def _method_reference(owner: Any, name: Any) -> str:
+    """Stands in for ``getattr`` while unpickling. Stock YOLOv5-seg's ``Segment`` keeps ``Detect.forward`` as an
+    attribute, which pickle stores as ``getattr(Detect, "forward")``. Only that form is accepted (a stand-in
+    class and a public name), and it gives back an inert label, never a real attribute."""
+    if not (isinstance(owner, type) and issubclass(owner, StockObject) and isinstance(name, str)
+            and name.isidentifier() and not name.startswith("_")):
+        raise WeightsError(f"refused getattr({owner!r}, {name!r}): only references to methods of the stock "
+                           "YOLOv5 model classes are read")
+    return f"<stock {owner.stock_name}.{name}>"
 
 
 @dataclass
@@ -75,10 +89,10 @@ def load_pickle_safely(path: str | Path) -> Any:
         except Exception as e:
             detail = _unpickler_detail(str(e)) or f"{type(e).__name__}: {e}"
             if "GLOBAL" in detail:
-                raise RuntimeError(
+                raise WeightsError(
                     f"{path}: refused to load: it references code outside the stock YOLOv5 model classes and "
                     f"tensors, which could run on loading ({detail})") from None
-            raise RuntimeError(f"{path}: not a readable checkpoint ({detail})") from None
+            raise WeightsError(f"{path}: not a readable checkpoint ({detail})") from None
 
 
 def _unpickler_detail(message: str) -> str:
@@ -97,7 +111,7 @@ def read_stock_checkpoint(obj: dict[str, Any], path: str | Path = "<checkpoint>"
     model = obj.get("ema") or obj.get("model")
     config = getattr(model, "yaml", None)
     if not isinstance(config, dict):
-        raise RuntimeError(f"{path}: stock model has no 'yaml' config dict; cannot rebuild its architecture")
+        raise WeightsError(f"{path}: stock model has no 'yaml' config dict; cannot rebuild its architecture")
     state = {k: v.float() for k, v in module_state_dict(model).items()}
     names = getattr(model, "names", None) or [f"class{i}" for i in range(int(config.get("nc", 0)))]
     names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): v for k, v in names.items()}
