@@ -120,3 +120,14 @@ def test_bad_requests_are_refused_before_training(argv, message, tiny_shapes, tm
     assert main(["compare", "--data", str(tiny_shapes), "--project", str(tmp_path / "c"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_keypoint_config_on_data_without_kpt_shape_is_refused_before_training(tiny_shapes, tmp_path, capsys):
+    """Found on coco128-seg: the multi-task row used to fail only when its turn came, after earlier rows trained."""
+    lines = [line for line in tiny_shapes.read_text().splitlines() if not line.startswith(("kpt_shape", "flip_idx"))]
+    boxes = tmp_path / "no-kpt.yaml"
+    boxes.write_text("\n".join(lines))  # the fixture's path is absolute
+    assert main(["compare", "--data", str(boxes), "--project", str(tmp_path / "c"),
+                 "--cfg", "yolov5n.yaml", "yolov5n-multitask.yaml"]) == 2
+    assert "--cfg yolov5n-multitask.yaml has a keypoint branch" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

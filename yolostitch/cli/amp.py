@@ -1,5 +1,5 @@
-"""The ``--amp`` flag shared by train, val, detect and compare (the policy is ``engine.precision``; this module
-imports no torch, so building the parser stays fast)."""
+"""Flags shared by several commands: ``--amp`` (train, val, detect, compare; the policy is
+``engine.precision``) and ``--extractor`` (val, detect). No torch import, so building the parser stays fast."""
 
 from __future__ import annotations
 
@@ -12,3 +12,12 @@ def add_amp_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                    help="mixed precision: auto = bf16 autocast + channels-last on CPUs with native bf16 "
                         "(AVX512-BF16/AMX), fp16 + GradScaler on CUDA, fp32 elsewhere; off = fp32 throughout")
+
+
+def add_extractor_arguments(p: argparse.ArgumentParser) -> None:
+    """val's and detect's ``--extractor``/``--extractor-weights``: the user names code a checkpoint may not run."""
+    p.add_argument("--extractor", default="", help="for a FeatureInput model: run this extractor online (any spec, "
+                   "as train.py's; needed for a model trained with torchscript:FILE or module:function, which a "
+                   "checkpoint cannot make run by itself); default: the built-in extractor the model was trained with")
+    p.add_argument("--extractor-weights", default="", help="weights file for a torchvision/timm --extractor "
+                   "(default: the one recorded when --extractor is the recorded spec)")

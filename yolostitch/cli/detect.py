@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import add_amp_argument
+from .amp import add_amp_argument, add_extractor_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,11 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--features", default="", help="feature cache (extract.py) of the source images, for a "
                    "FeatureInput model")
-    p.add_argument("--extractor", default="", help="for a FeatureInput model: run this extractor online (any spec, "
-                   "as train.py's; needed for a model trained with torchscript:FILE or module:function, which a "
-                   "checkpoint cannot make run by itself); default: the built-in extractor the model was trained with")
-    p.add_argument("--extractor-weights", default="", help="weights file for a torchvision/timm --extractor "
-                   "(default: the one recorded when --extractor is the recorded spec)")
+    add_extractor_arguments(p)
     add_amp_argument(p)
 
 

@@ -87,6 +87,9 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
     from ..engine.trainer import load_hyp
 
     data = load_data_config(opt.data)  # before the run folder: a bad data YAML leaves none behind
+    posed = [c for c in opt.cfg if _has_keypoints(c)]
+    if posed and not data.kpt_shape:  # else that row would fail after the rows before it had trained
+        raise FlagError(f"--cfg {posed[0]} has a keypoint branch but {data.source} declares no kpt_shape")
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     hyp_path = save_dir / "hyp.yaml"  # the one recipe every row trains with, stock included
     hyp_path.write_text(yaml.safe_dump(load_hyp(opt.hyp), sort_keys=False))
@@ -248,6 +251,11 @@ def _is_stock_segment(stock_cfg: str) -> bool:
 
 def _is_feature_model(cfg: str) -> bool:
     return bool(feature_rows(load_model_config(cfg)[0]))
+
+
+def _has_keypoints(cfg: str) -> bool:
+    config = load_model_config(cfg)[0]
+    return any(len(row) > 2 and row[2] == "Keypoints" for row in config.get("head") or [])
 
 
 def _latency_files(data, n: int) -> list[str]:

@@ -29,7 +29,7 @@ import types
 import warnings
 from pathlib import Path
 
-from ..errors import YolostitchError
+from ..errors import SetupError, YolostitchError
 
 STOCK_VERSION = "7.0.14"
 INSTALL_HINT = f"pip install --no-deps yolov5=={STOCK_VERSION} && pip install pandas seaborn tqdm"

@@ -231,19 +231,24 @@ def run_child(spec: dict[str, Any], log: Path, module: str = "yolostitch.stock.r
     return json.loads(result_path.read_text())
 
 
-def _child_main(spec_path: str) -> None:
-    """Child process: train stock, then measure its final weights the way compare.py measures ours."""
+def child_main(spec_path: str, train: Callable, load: Callable, predictor: Callable) -> None:
+    """Child process: ``train(spec)`` stock, then measure its final weights (``load(last, cfg)``) the way
+    compare.py measures ours, timing ``predictor(fused model, imgsz)`` on the listed images."""
     forbid_network()
     spec = json.loads(Path(spec_path).read_text())
-    result = train_stock(spec)
+    result = train(spec)
     if spec.get("measure"):
         from ..compare.measure import latency_ms, read_images
 
-        model = load_stock_weights(result["last"], result["cfg"])
+        model = load(result["last"], result["cfg"])
         result.update(stock_costs(model, spec["imgsz"]))
-        detect = stock_detector(model.fuse(), spec["imgsz"])  # stock detect.py fuses Conv+BN, as ours does
-        result["latency_ms"] = latency_ms(detect, read_images(spec["measure"]), spec["threads"])
+        run = predictor(model.fuse(), spec["imgsz"])  # stock's predict scripts fuse Conv+BN, as ours does
+        result["latency_ms"] = latency_ms(run, read_images(spec["measure"]), spec["threads"])
     Path(spec["result"]).write_text(json.dumps(result, indent=2))
+
+
+def _child_main(spec_path: str) -> None:
+    child_main(spec_path, train_stock, load_stock_weights, stock_detector)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ epoch on the EMA weights, then once more on ``best.pt``. Those are the numbers s
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any, Callable
 
 from .importer import import_stock_yolo, stock_yaml_dir
 from .init_weights import start_from
-from .runner import _stand_ins, _stub_network, forbid_network, stock_costs
+from .runner import _stand_ins, _stub_network, child_main
 
 # the 12 values segment/val.py's run returns first, in its order
 VAL_KEYS = ("box_precision", "box_recall", "box_map50", "box_map", "mask_precision", "mask_recall", "mask_map50",
@@ -141,17 +140,7 @@ def stock_segmenter(model, imgsz: int) -> Callable:
 
 def _child_main(spec_path: str) -> None:
     """Child process: train stock-seg, then measure its final weights the way compare.py measures ours."""
-    forbid_network()
-    spec = json.loads(Path(spec_path).read_text())
-    result = train_stock_segment(spec)
-    if spec.get("measure"):
-        from ..compare.measure import latency_ms, read_images
-
-        model = load_stock_segment_weights(result["last"], result["cfg"])
-        result.update(stock_costs(model, spec["imgsz"]))
-        segment = stock_segmenter(model.fuse(), spec["imgsz"])  # stock predict.py fuses Conv+BN, as ours does
-        result["latency_ms"] = latency_ms(segment, read_images(spec["measure"]), spec["threads"])
-    Path(spec["result"]).write_text(json.dumps(result, indent=2))
+    child_main(spec_path, train_stock_segment, load_stock_segment_weights, stock_segmenter)
 
 
 if __name__ == "__main__":
