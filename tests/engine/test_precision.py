@@ -19,6 +19,7 @@ from yolostitch.cli import main
 from yolostitch.cli.amp import AMP_CHOICES
 from yolostitch.engine import precision as prec
 from yolostitch.engine.detector import Detector
+from yolostitch.engine.postprocess import scale_boxes
 from yolostitch.engine.predict import postprocess
 from yolostitch.errors import FlagError
 from yolostitch.weights import save_checkpoint
@@ -94,13 +95,15 @@ def test_amp_off_gives_exactly_the_fp32_outputs():
     # the reference: the same letterboxed input through the bare model, outside any policy
     from yolostitch.engine.detector import letterbox
 
-    padded, _ = letterbox(_image(), 96, detector.stride)
+    padded, ratio_pad = letterbox(_image(), 96, detector.stride)
     x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
     with torch.no_grad():
         det = postprocess(model(x), 0.0, detector.iou_thres, nc=3, max_det=detector.max_det, kpt_shape=[4, 3])[0]
     for h in hooks:
         h.remove()
     assert torch.equal(result["conf"], det.conf) and torch.equal(result["cls"], det.cls.long())
+    assert torch.equal(result["boxes"], scale_boxes(det.boxes, x.shape[2:], _image().shape[:2], ratio_pad))
+    assert torch.equal(result["keypoints"][..., 2], det.keypoints[..., 2])
     assert len(result["boxes"]) == len(det) > 0
 
 
