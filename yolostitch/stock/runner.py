@@ -169,13 +169,14 @@ def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[s
             "cfg": str(cfg), "transferred": transferred}
 
 
-def load_stock_weights(path: str | Path, cfg: str | Path):
-    """Stock's own fp32 eval-mode model of the stock YAML ``cfg`` with the weights of its checkpoint ``path``,
-    read by our restricted unpickler (no code from the file runs), not by ``torch.load``."""
+def load_stock_weights(path: str | Path, cfg: str | Path, model_class: str = "DetectionModel"):
+    """Stock's own fp32 eval-mode model (``model_class`` of stock's ``models.yolo``) of the stock YAML ``cfg``
+    with the weights of its checkpoint ``path``, read by our restricted unpickler (no code from the file runs),
+    not by ``torch.load``."""
     from ..weights import read_weights
 
     weights = read_weights(path)
-    model = import_stock_yolo().DetectionModel(str(cfg), nc=len(weights.names))
+    model = getattr(import_stock_yolo(), model_class)(str(cfg), nc=len(weights.names))
     model.load_state_dict({k: v.float() for k, v in weights.state.items()}, strict=True)  # anchors included
     return model.float().eval()
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from .importer import import_stock_yolo, stock_yaml_dir
 from .init_weights import start_from
-from .runner import _stand_ins, _stub_network, child_main
+from .runner import _stand_ins, _stub_network, child_main, load_stock_weights
 
 # the 12 values segment/val.py's run returns first, in its order
 VAL_KEYS = ("box_precision", "box_recall", "box_map50", "box_map", "mask_precision", "mask_recall", "mask_map50",
@@ -101,14 +101,8 @@ def train_stock_segment(spec: dict[str, Any], prepare: Callable | None = None) -
 
 
 def load_stock_segment_weights(path: str | Path, cfg: str | Path):
-    """Stock's own fp32 eval-mode ``SegmentationModel`` of ``cfg`` with the weights of checkpoint ``path``,
-    read by our restricted unpickler (no code from the file runs), not by ``torch.load``."""
-    from ..weights import read_weights
-
-    weights = read_weights(path)
-    model = import_stock_yolo().SegmentationModel(str(cfg), nc=len(weights.names))
-    model.load_state_dict({k: v.float() for k, v in weights.state.items()}, strict=True)  # anchors included
-    return model.float().eval()
+    """Stock's own fp32 eval-mode ``SegmentationModel`` of ``cfg`` with the weights of checkpoint ``path``."""
+    return load_stock_weights(path, cfg, "SegmentationModel")
 
 
 def stock_segmenter(model, imgsz: int) -> Callable:
