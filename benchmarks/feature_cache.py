@@ -68,7 +68,7 @@ def epoch_seconds(model, loader, hyp: dict, imgsz: int, warmup: int = 3) -> tupl
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", default="yolov5s.yaml", choices=sorted(FEATURE_CFG))
-    p.add_argument("--data", default="shapes.yaml")
+    p.add_argument("--data", default="shapes-hard.yaml")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)

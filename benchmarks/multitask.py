@@ -94,7 +94,7 @@ def step_costs(data, samples: list[dict], imgsz: int, repeats: int) -> dict[str,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="shapes.yaml")
+    p.add_argument("--data", default="shapes-hard.yaml")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--batches", type=int, default=4, help="distinct batches timed per pass")

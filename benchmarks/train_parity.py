@@ -6,7 +6,7 @@
     python benchmarks/train_parity.py --epochs 1 --n-train 64 --n-val 32   # smoke run (a couple of minutes)
 
 Both runs train ``--cfg`` (default ``yolov5n.yaml``) from random weights (ours: the built-in YAML; stock:
-``weights=''`` and its own ``models/<cfg>`` file) on the built-in synthetic shapes data (``data/shapes.yaml``,
+``weights=''`` and its own ``models/<cfg>`` file) on the built-in synthetic shapes data, hard variant (``data/shapes-hard.yaml``,
 generated on first use), with the same seed, epochs, image size, batch size, dataloader workers, device, number
 of torch threads and hyperparameters (``data/hyps/hyp.scratch-low.yaml``, whose values equal stock's own file).
 The shapes labels are multi-task lines (box + keypoints + polygon) that stock would misread as polygons, so the
@@ -325,7 +325,7 @@ def main() -> None:
     p.add_argument("--device", default="", help="'' (CUDA if available, else CPU), 'cpu', '0', ... for both runs")
     p.add_argument("--threads", type=int, default=None, help="torch threads in both runs (default: torch's default)")
     p.add_argument("--cfg", default="yolov5n.yaml", help="a stock model YAML name (ours built-in, stock's own file)")
-    p.add_argument("--data", default="shapes.yaml", help="source data YAML, exported as box-only detection data")
+    p.add_argument("--data", default="shapes-hard.yaml", help="source data YAML, exported as box-only detection data")
     p.add_argument("--hyp", type=Path, default=ROOT / "data" / "hyps" / "hyp.scratch-low.yaml")
     p.add_argument("--n-train", type=int, default=None, help="use only the first N training images (smoke runs)")
     p.add_argument("--n-val", type=int, default=None, help="use only the first N validation images (smoke runs)")

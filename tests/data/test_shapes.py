@@ -184,14 +184,16 @@ def test_rejects_bad_arguments(tmp_path):
         shapes.ensure_shapes(tmp_path, colour="red")
 
 
-def test_yaml_agrees_with_generator():
-    data = yaml.safe_load((ROOT / "data" / "shapes.yaml").read_text())
+@pytest.mark.parametrize("name", ["shapes", "shapes-hard"])
+def test_yaml_agrees_with_generator(name):
+    data = yaml.safe_load((ROOT / "data" / f"{name}.yaml").read_text())
     assert data["names"] == shapes.NAMES and data["nc"] == len(shapes.NAMES)
     assert data["kpt_shape"] == shapes.KPT_SHAPE and data["flip_idx"] == shapes.FLIP_IDX
     generator = dict(data["generator"])
     assert generator.pop("name") == "shapes"
     assert set(generator) <= set(inspect.signature(shapes.generate_shapes).parameters)
-    assert (data["path"], data["train"], data["val"]) == ("shapes", "images/train", "images/val")
+    assert (data["path"], data["train"], data["val"]) == (name, "images/train", "images/val")
+    shapes._check(shapes._arguments(**generator))  # valid arguments
 
 
 @st.composite
