@@ -40,7 +40,8 @@ def test_extract_writes_the_backbone_contract(image_run):
 
 
 def test_stitch_init_reproduces_the_image_model(image_run, tiny_shapes, options):
-    """Adapters fitted on the image model's own backbone outputs: the stitched model predicts what it predicts."""
+    """Adapters fitted on the image model's own backbone outputs: the stitched model predicts what it predicts
+    (the shipped feature configs have linear adapters, so the fit can be the identity: exact up to the solve)."""
     weights, cache = image_run
     run = train(options(cfg="yolov5n-feat.yaml", features=str(cache), weights=weights, stitch_init=8, epochs=1,
                         hyp="hyp.shapes.yaml"))
@@ -56,12 +57,12 @@ def test_stitch_init_reproduces_the_image_model(image_run, tiny_shapes, options)
     images = torch.rand(4, 3, 64, 64)
     _, mapping = layer_correspondence(stitched.yaml, image_model.yaml)
     scores = fit_adapters(stitched, image_model, [(images, extractor(images))], mapping)
-    assert mapping == {0: 4, 1: 6, 2: 9} and min(scores.values()) > 0.97
+    assert mapping == {0: 4, 1: 6, 2: 9} and min(scores.values()) > 0.9999
     stitched.eval()
     test = torch.rand(2, 3, 64, 64)
     ours, theirs = stitched(extractor(test))["det"][0], image_model(test)["det"][0]
-    assert (ours[..., 4] - theirs[..., 4]).abs().mean() < 0.02  # objectness
-    assert (ours[..., :4] - theirs[..., :4]).abs().median() < 1.0  # box, input pixels
+    assert (ours[..., 4] - theirs[..., 4]).abs().max() < 1e-3  # objectness
+    assert (ours[..., :4] - theirs[..., :4]).abs().max() < 0.05  # box, input pixels
 
 
 def test_train_val_detect_on_the_cache(image_run, tiny_shapes, options, tmp_path):

@@ -111,7 +111,7 @@ def test_a_cache_contract_fills_the_yaml():
     # same keys, another stride: the declared stride stays the output, the map is resampled
     fitted, _ = apply_feature_contract(config, {**{k: {"channels": c, "stride": s} for k, (c, s) in RESNET18.items()},
                                                 "layer4": {"channels": 512, "stride": 16}})
-    assert fitted["backbone"][2][3] == ["layer4", 512, 16, 1024, {"stride": 32}]
+    assert fitted["backbone"][2][3] == ["layer4", 512, 16, 1024, {"act": False, "stride": 32}]
 
     with pytest.raises(ConfigError, match=r"2 maps for 3 FeatureInput layers"):
         apply_feature_contract(config, {"a": {"channels": 8, "stride": 8}, "b": {"channels": 8, "stride": 16}})
