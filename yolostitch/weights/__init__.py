@@ -13,7 +13,7 @@ from ..models import StitchModel, build_model
 from ..errors import WeightsError
 from .checkpoint import atomic_save, checkpoint_dict, is_own_checkpoint, save_checkpoint
 from .classes import Names, describe_transfer, detect_rows, match_class_names, name_list
-from .stock import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
+from .stock_checkpoint import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
 
 LOGGER = logging.getLogger("yolostitch")
 
