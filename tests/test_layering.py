@@ -53,3 +53,11 @@ def test_the_graph_sees_relative_and_lazy_imports():
 def test_running_stock_does_not_import_compare():
     """compare runs stock YOLOv5 as one of its rows; stock's child process must not need compare back."""
     assert _importers(_graph(), "yolostitch.run_stock", "yolostitch.compare") == []
+
+
+def test_inference_imports_no_loss_code():
+    """Evaluation, prediction and export take their geometry from ``ops``, not from training's losses."""
+    graph = _graph()
+    inference = ["yolostitch.engine.predict", "yolostitch.engine.validator", "yolostitch.engine.metrics",
+                 "yolostitch.engine.postprocess", "yolostitch.engine.detector", "yolostitch.export"]
+    assert [pair for m in inference for pair in _importers(graph, m, "yolostitch.losses")] == []
