@@ -26,6 +26,7 @@ from ..data.config import load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FLIP, FORMAT, INDEX, CacheEntry, FeatureCacheError, bytes_per_image
 from ..errors import FlagError
+from ..models.shape import contract_records, read_contract
 from ..data.labels import ImageLabels
 from ..data.scan import scan_split
 
@@ -46,7 +47,7 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
         raise FlagError(f"--splits {unknown}: {config.source} has splits {list(config.splits)}")
     header = {"format": FORMAT, "extractor": extractor.spec, "weights_hash": extractor.weights_hash,
               "normalise": extractor.normalise, "imgsz": int(imgsz), "dtype": dtype, "flip": bool(flip),
-              "features": extractor.contract(), "data": str(config.source),
+              "features": contract_records(extractor.contract()), "data": str(config.source),
               "letterbox": "long side resized to imgsz, centred padding (114) to imgsz x imgsz"}
     todo: list[tuple[str, ImageLabels]] = []
     entries: dict[str, CacheEntry] = {}
@@ -60,7 +61,7 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
                 entries[entry.im_file] = entry
             else:
                 todo.append((split, lab))
-    per_image = bytes_per_image(header["features"], imgsz, dtype, flip)
+    per_image = bytes_per_image(read_contract(header["features"]), imgsz, dtype, flip)
     total = len(todo) + len(entries)
     print(f"extracting {extractor.spec} at imgsz {imgsz} from {config.source} into {out}: {total} images, "
           f"{len(entries)} already current, {len(todo)} to extract; about {per_image / 2**10:.0f} KB per image, "
@@ -112,15 +113,15 @@ def _extract(extractor, todo, out: Path, header: dict, entries: dict[str, CacheE
 
 def _check_maps(maps: dict[str, torch.Tensor], header: dict, size) -> None:
     """The extractor must give the maps its contract promised, at the size its strides promise."""
-    for key, spec in header["features"].items():
+    for key, shape in read_contract(header["features"]).items():
         if key not in maps:
             raise FeatureCacheError(f"extractor {header['extractor']} returned {sorted(maps)}, its contract has {key!r}")
         t = maps[key]
-        want = (spec["channels"], *(-(-int(d) // spec["stride"]) for d in size))
+        want = (shape.channels, *(-(-int(d) // shape.stride) for d in size))
         if tuple(t.shape[1:]) != want:
             raise FeatureCacheError(f"extractor {header['extractor']}: map {key!r} has shape {tuple(t.shape[1:])} for "
-                                    f"a {tuple(size)} input; its contract ({spec['channels']}ch, stride "
-                                    f"{spec['stride']}) gives {want}")
+                                    f"a {tuple(size)} input; its contract ({shape.channels}ch, stride "
+                                    f"{shape.stride}) gives {want}")
 
 
 def _check_range(maps: dict[str, torch.Tensor], header: dict, im_files: Sequence[str]) -> None:

@@ -13,6 +13,7 @@ from .builder import MODEL_INPUT, Layer, build_layers
 from .config import load_model_config
 from .feature_input import FeatureContractError, FeatureInput, apply_feature_contract, check_feature_sizes
 from .registry import ConfigError
+from .shape import Shape
 
 ModelInput = Union[torch.Tensor, Mapping[str, torch.Tensor], Sequence[torch.Tensor]]
 
@@ -74,8 +75,8 @@ class StitchModel(nn.Module):
         """The FeatureInput layers, in model order (the order of list inputs and of exported inputs)."""
         return [self.model[i] for i in self._feature_layers]
 
-    def feature_contract(self) -> dict[str, dict[str, int]]:
-        """``{key: {"channels": c, "stride": s}}`` of the external maps this model takes (empty: images only)."""
+    def feature_contract(self) -> dict[str, Shape]:
+        """``{key: Shape}`` of the external maps this model takes (empty: images only)."""
         return {str(m.key): m.contract() for m in self.feature_inputs}
 
     def example_input(self, height: int, width: int | None = None) -> ModelInput:
@@ -153,11 +154,11 @@ class StitchModel(nn.Module):
 
 def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int | None = None,
                 kpt_shape: list[int] | None = None,
-                features: Mapping[str, Mapping[str, int]] | None = None) -> StitchModel:
+                features: Mapping[str, Shape] | None = None) -> StitchModel:
     """Build a model from a YAML path, a built-in model name (``yolov5s.yaml``) or a config dict.
 
     ``nc``, ``ch`` and ``kpt_shape`` override the config's class count, input channels and keypoint shape
-    (``kpt_shape`` only where the config uses keypoints). ``features`` (``{key: {"channels", "stride"}}``, a
+    (``kpt_shape`` only where the config uses keypoints). ``features`` (``{key: Shape}``, a
     cache's or extractor's contract) fits the FeatureInput rows to the maps it describes; what changed is
     printed.
     """
