@@ -14,6 +14,7 @@ weights), parameters and GFLOPs (thop), CPU latency per image of detect.py-style
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ from ..errors import DataError, FlagError, SetupError
 from ..latency import latency_ms, read_images
 from .measure import our_detector
 from .report import write_report
+
+logger = logging.getLogger(__name__)
 
 STOCK_ARCHITECTURES = ("yolov5n.yaml", "yolov5s.yaml", "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml")
 # our built-in configs with a Segment branch -> the stock rows they are read against: stock YOLOv5-seg of the same
@@ -111,8 +114,8 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
               f"hyp {opt.hyp}{start}; latency: median over {len(latency_files)} val images, batch 1, CPU, "
               f"{opt.threads} torch threads")
     table = write_report(rows, save_dir, recipe)
-    print(table)
-    print(f"results saved to {save_dir} (compare.md, compare.csv, compare.png, one run directory per row)")
+    logger.info(table)
+    logger.info(f"results saved to {save_dir} (compare.md, compare.csv, compare.png, one run directory per row)")
     return rows
 
 
@@ -166,8 +169,8 @@ def stock_row(cfg: str, opt: CompareOptions, hyp: Path, save_dir: Path, nc: int,
             "seed": opt.seed, "project": str((save_dir / "runs").resolve()), "name": f"{Path(cfg).stem}-stock",
             "nc": nc, "measure": latency_files, "threads": opt.threads, "init": _local_init(opt)}
     log = save_dir / f"{Path(cfg).stem}-stock.log"
-    print(f"training {Path(cfg).name} with stock YOLOv5 {STOCK_VERSION}{' segment/train.py' if segment else ''} "
-          f"(log: {log}) ...", flush=True)
+    logger.info(f"training {Path(cfg).name} with stock YOLOv5 {STOCK_VERSION}{' segment/train.py' if segment else ''} "
+                f"(log: {log}) ...")
     result = run_child(spec, log, "yolostitch.run_stock.segment" if segment else "yolostitch.run_stock.runner")
     masks = {k: result[k] for k in ("mask_map50", "mask_map")} if segment else {}
     left_out = sum(c.get("without_polygon", 0) for c in counts.values())

@@ -3,6 +3,7 @@ online; checks that the provider's contract is the one the model was built for; 
 
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +15,8 @@ from ..errors import FlagError, WeightsError
 from ..models.feature_input import FeatureContractError
 from ..models.shape import Shape, contract_records, read_contract
 from .inputs import Extractor
+
+logger = logging.getLogger(__name__)
 
 
 def check_contract(model: Any, contract: Mapping[str, Shape], source: str) -> None:
@@ -98,8 +101,9 @@ def feature_source(model: Any, features: str | Path, imgsz: int, device: torch.d
         cache = FeatureCache(features)
         check_contract(model, cache.contract, f"the cache {cache.root}")
         if trained and (record.get("extractor"), trained) != (cache.header["extractor"], cache.header["weights_hash"]):
-            print(f"warning: {cache.root} holds maps of {cache.header['extractor']} (weights {cache.header['weights_hash']}) "
-                  f"but the model was trained on {record.get('extractor')} (weights {trained})")
+            logger.warning(f"warning: {cache.root} holds maps of {cache.header['extractor']} (weights "
+                           f"{cache.header['weights_hash']}) but the model was trained on {record.get('extractor')} "
+                           f"(weights {trained})")
         return cache, None
     if extractor:  # named by the user: any kind, code included
         same = extractor == record.get("extractor")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -29,6 +30,8 @@ from ..errors import FlagError
 from ..models.shape import contract_records, read_contract
 from ..data.labels import ImageLabels
 from ..data.scan import scan_split
+
+logger = logging.getLogger(__name__)
 
 INDEX_EVERY = 256  # images between index rewrites (a killed run loses no extracted file either way)
 
@@ -54,7 +57,7 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
     for split in names:
         scan = scan_split(config.splits[split], config.nc, config.kpt_shape)
         for p in scan.problems:
-            print(f"skipped {p.file}: {p.reason}")
+            logger.info("skipped %s: %s", p.file, p.reason)
         for lab in scan.labels:
             entry = _current_entry(out, split, lab, header)
             if entry is not None:
@@ -63,9 +66,9 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
                 todo.append((split, lab))
     per_image = bytes_per_image(read_contract(header["features"]), imgsz, dtype, flip)
     total = len(todo) + len(entries)
-    print(f"extracting {extractor.spec} at imgsz {imgsz} from {config.source} into {out}: {total} images, "
-          f"{len(entries)} already current, {len(todo)} to extract; about {per_image / 2**10:.0f} KB per image, "
-          f"{per_image * total / 2**20:.1f} MB in all")
+    logger.info(f"extracting {extractor.spec} at imgsz {imgsz} from {config.source} into {out}: {total} images, "
+                f"{len(entries)} already current, {len(todo)} to extract; about {per_image / 2**10:.0f} KB per image, "
+                f"{per_image * total / 2**20:.1f} MB in all")
     out.mkdir(parents=True, exist_ok=True)
     _write_index(out, header, entries)
     start, written = time.time(), 0
@@ -75,8 +78,9 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
     size = sum((out / e.file).stat().st_size for e in entries.values())
     summary = {"images": len(entries), "written": written, "current": total - len(todo), "bytes": size,
                "bytes_per_image": size / max(len(entries), 1), "seconds": time.time() - start, "out": str(out)}
-    print(f"done: {len(entries)} images in {out} ({written} written, {summary['current']} already current), "
-          f"{size / 2**20:.1f} MB, {summary['bytes_per_image'] / 2**10:.0f} KB per image, {summary['seconds']:.1f} s")
+    logger.info(f"done: {len(entries)} images in {out} ({written} written, {summary['current']} already current), "
+                f"{size / 2**20:.1f} MB, {summary['bytes_per_image'] / 2**10:.0f} KB per image, "
+                f"{summary['seconds']:.1f} s")
     return summary
 
 

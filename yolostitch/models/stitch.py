@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -14,6 +15,8 @@ from .config import load_model_config
 from .feature_input import FeatureContractError, FeatureInput, apply_feature_contract, check_feature_sizes
 from .registry import ConfigError
 from .shape import Shape
+
+logger = logging.getLogger(__name__)
 
 ModelInput = Union[torch.Tensor, Mapping[str, torch.Tensor], Sequence[torch.Tensor]]
 
@@ -146,7 +149,7 @@ class StitchModel(nn.Module):
         return image, dict(zip(self._feature_layers, tensors))
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict[str, Any]:
-        """Print the layer table and a stock-style summary line; return the figures."""
+        """Log the layer table and a stock-style summary line (the CLI shows them); return the figures."""
         from .summary import model_summary
 
         return model_summary(self, imgsz=imgsz, verbose=verbose)
@@ -160,13 +163,13 @@ def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int
     ``nc``, ``ch`` and ``kpt_shape`` override the config's class count, input channels and keypoint shape
     (``kpt_shape`` only where the config uses keypoints). ``features`` (``{key: Shape}``, a
     cache's or extractor's contract) fits the FeatureInput rows to the maps it describes; what changed is
-    printed.
+    logged.
     """
     config, source = load_model_config(cfg)
     if features is not None:
         config, notes = apply_feature_contract(config, features)
         for note in notes:
-            print(f"{source}: {note}")
+            logger.info("%s: %s", source, note)
     if nc is not None and nc != config.get("nc"):
         config["nc"] = int(nc)
     if kpt_shape is not None and "kpt_shape" in config:
