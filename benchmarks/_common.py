@@ -33,14 +33,14 @@ def use_this_checkout() -> None:
 def import_stock() -> str | None:
     """Import stock YOLOv5 offline (shimmed); return None, or why it cannot be used (``STOCK_MISSING``).
 
-    Any ImportError counts as missing: ``yolostitch.stock.importer`` raises its own ``StockYolov5Unavailable``
+    Any ImportError counts as missing: ``yolostitch.run_stock.importer`` raises its own ``StockYolov5Unavailable``
     (an ImportError) for the package or one of its import-time dependencies.
     """
     import importlib.util
 
     use_this_checkout()
     try:
-        from yolostitch.stock.importer import import_stock_yolo
+        from yolostitch.run_stock.importer import import_stock_yolo
 
         import_stock_yolo()
     except ImportError as e:  # the package itself, or one of its import-time dependencies

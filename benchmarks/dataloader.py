@@ -51,7 +51,7 @@ def ours(images: Path, args, kpt_shape=None, cache=False) -> float:
 
 
 def stock(images: Path, args, cache=False) -> float:
-    from yolostitch.stock.importer import import_stock_yolo, stock_yaml_dir
+    from yolostitch.run_stock.importer import import_stock_yolo, stock_yaml_dir
 
     import_stock_yolo()
     from yolov5.utils.dataloaders import create_dataloader

@@ -11,12 +11,12 @@ generated on first use), with the same seed, epochs, image size, batch size, dat
 of torch threads and hyperparameters (``data/hyps/hyp.scratch-low.yaml``, whose values equal stock's own file).
 The shapes labels are multi-task lines (box + keypoints + polygon) that stock would misread as polygons, so the
 data is first exported into the work directory as plain detection data (images linked, labels rewritten as
-``cls cx cy w h``: ``yolostitch.stock.data``); both runs read that same export through the same data YAML (``nc``/``names``, no
+``cls cx cy w h``: ``yolostitch.run_stock.data``); both runs read that same export through the same data YAML (``nc``/``names``, no
 ``kpt_shape``).
 
 Each run happens in its own subprocess (stock's ``init_seeds`` switches on ``torch.use_deterministic_algorithms``
 process-wide, and its imports change global state), with network access refused in-process (see
-``yolostitch.stock.runner.forbid_network``). Printed per run:
+``yolostitch.run_stock.runner.forbid_network``). Printed per run:
 
 * mAP50 and mAP50-95 of the EMA weights after the last epoch, on the validation split, each side's own
   validator (stock: ``val.run`` inside ``train``, as logged in its ``results.csv``; ours: ``metrics.json``);
@@ -43,7 +43,7 @@ and how much CPU other processes took while each run went (from /proc/stat, minu
 on a shared machine, rerun when that warning shows. mAP figures are reproducible run to run (same seed,
 CPU); timings are not.
 
-Stock's training runs as it comes (``yolostitch.stock.runner.train_stock``, which ``compare.py --stock`` uses
+Stock's training runs as it comes (``yolostitch.run_stock.runner.train_stock``, which ``compare.py --stock`` uses
 too), apart from its network and account hooks, which are stubbed; logs of both runs are written to the work directory (``--project``, else a
 temporary directory, removed at the end unless ``--keep``). Without stock YOLOv5 installed, only our run is
 made and the stock columns say how to install it. ``--json PATH`` also writes the figures for ``run_all.py``.
@@ -68,8 +68,8 @@ from _step_profile import StepProfile
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("ours", "stock")
 use_this_checkout()  # measure this checkout's yolostitch (an editable install may point elsewhere)
-from yolostitch.stock.data import export_detection  # noqa: E402
-from yolostitch.stock.runner import forbid_network  # noqa: E402
+from yolostitch.run_stock.data import export_detection  # noqa: E402
+from yolostitch.run_stock.runner import forbid_network  # noqa: E402
 LABELS = {"ours": "yolostitch", "stock": "stock YOLOv5 7.0"}
 MiB = 2**20
 
@@ -143,12 +143,12 @@ def run_ours(spec: dict) -> None:
 def run_stock(spec: dict) -> None:
     set_threads(spec["threads"])
     forbid_network()
-    missing = import_stock()  # the offline, shimmed stock YOLOv5 import (yolostitch.stock.importer)
+    missing = import_stock()  # the offline, shimmed stock YOLOv5 import (yolostitch.run_stock.importer)
     if missing:
         print(missing)
         Path(spec["result"]).write_text(json.dumps({"unavailable": missing}))
         return
-    from yolostitch.stock.runner import train_stock
+    from yolostitch.run_stock.runner import train_stock
 
     profile = StepProfile()
 

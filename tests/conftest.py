@@ -30,7 +30,7 @@ def shared_datasets() -> Path:
 def stock_yolo():
     """The stock YOLOv5 code (the `yolov5` PyPI package), offline and shimmed; skipped if not installed."""
     try:
-        from yolostitch.stock import importer
+        from yolostitch.run_stock import importer
 
         importer.import_stock_yolo()
         return importer

@@ -16,7 +16,7 @@ from yolostitch.compare import CompareOptions, compare
 from yolostitch.compare import runner as compare_runner
 from yolostitch.data.config import load_data_config
 from yolostitch.data.scan import scan_split
-from yolostitch.stock.segment import VAL_KEYS
+from yolostitch.run_stock.segment import VAL_KEYS
 
 # results.csv column of stock-seg's val output, for each value of segment/val.py's run
 CSV_KEYS = dict(zip(VAL_KEYS, ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP_0.5(B)",

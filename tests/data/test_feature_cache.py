@@ -15,6 +15,7 @@ from yolostitch.data.feature_cache import FeatureCache, FeatureCacheError, Featu
 from yolostitch.data.scan import scan_split
 from yolostitch.data.shapes import generate_shapes
 from yolostitch.extract.writer import write_cache
+from yolostitch.models import Shape
 
 
 class PoolExtractor(nn.Module):
@@ -51,13 +52,33 @@ def test_cache_files_index_and_metadata(dataset, tmp_path):
     summary = write(dataset, tmp_path / "cache")
     assert summary["images"] == summary["written"] == 8
     cache = FeatureCache(tmp_path / "cache")
-    assert cache.contract == PoolExtractor().contract() and cache.imgsz == 64 and not cache.has_flips
+    assert cache.contract == {f"p{s}": Shape(3, s) for s in (8, 16, 32)} and cache.imgsz == 64 and not cache.has_flips
     entry = next(e for e in cache.entries.values() if e.shape == (40, 64))
     assert entry.ratio_pad == ((1.0, 1.0), (0.0, 12.0))  # 64x40 padded to 64x64: 12 rows above
     maps = cache.load(entry)
     assert {k: tuple(v.shape) for k, v in maps.items()} == {"p8": (3, 8, 8), "p16": (3, 4, 4), "p32": (3, 2, 2)}
     assert maps["p8"].dtype == torch.float16
+    # on disk the contract keeps the plain form earlier versions wrote (their caches open unchanged)
+    header = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert header["features"] == {f"p{s}": {"channels": 3, "stride": s} for s in (8, 16, 32)}
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 8
+
+
+def test_an_index_written_before_shapes_opens(tmp_path):
+    """A cache index as the first cache format wrote it (a literal, not made by today's writer)."""
+    (tmp_path / "index.json").write_text(
+        '{"format": "yolostitch-features/1", "extractor": "torchvision:resnet18", "weights_hash": "0123456789abcdef", '
+        '"normalise": "imagenet", "imgsz": 320, "dtype": "float16", "flip": false, '
+        '"features": {"layer2": {"channels": 128, "stride": 8}, "layer3": {"channels": 256, "stride": 16}}, '
+        '"data": "data.yaml", "entries": []}')
+    cache = FeatureCache(tmp_path)
+    assert cache.contract == {"layer2": Shape(128, 8), "layer3": Shape(256, 16)}
+    assert cache.describe().endswith("imgsz 320, float16, maps layer2 128ch/s8, layer3 256ch/s16")
+    index = json.loads((tmp_path / "index.json").read_text())
+    index["features"]["layer3"]["stride"] = 0
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(FeatureCacheError, match=r"index.json: features: map 'layer3': stride must be a positive"):
+        FeatureCache(tmp_path).contract
 
 
 def test_rerun_extracts_only_what_is_missing_or_changed(dataset, tmp_path):

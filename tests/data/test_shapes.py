@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -166,15 +167,17 @@ def test_ensure_shapes_skips_and_regenerates(tmp_path, monkeypatch):
     assert _files(root) == first
 
 
-def test_generation_is_announced_once(tmp_path, capsys):
+def test_generation_is_announced_once(tmp_path, caplog):
     """The first use of the built-in data takes seconds: one line says it is being generated, and where."""
     args = dict(n_train=2, n_val=1, imgsz=64)
-    shapes.ensure_shapes(tmp_path / "data", **args)
-    lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"generating the built-in dataset in {tmp_path / 'data'} (2 train + 1 val images; once, "
-                     "later runs reuse it)"]
-    shapes.ensure_shapes(tmp_path / "data", **args)  # up to date: silent
-    assert capsys.readouterr().out == ""
+    with caplog.at_level(logging.INFO, logger="yolostitch"):
+        shapes.ensure_shapes(tmp_path / "data", **args)
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == [f"generating the built-in dataset in {tmp_path / 'data'} (2 train + 1 val images; once, "
+                         "later runs reuse it)"]
+        caplog.clear()
+        shapes.ensure_shapes(tmp_path / "data", **args)  # up to date: silent
+    assert caplog.records == []
 
 
 def test_rejects_bad_arguments(tmp_path):

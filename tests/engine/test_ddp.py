@@ -6,6 +6,7 @@ Each torchrun launch costs a few seconds of imports per process; the runs are ti
 """
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -250,14 +251,16 @@ def test_batch_size_must_split_evenly(tiny_shapes, tmp_path):
     assert not (tmp_path / "runs").exists()  # stopped before anything was written
 
 
-def test_sync_bn_is_a_clear_error_on_the_cpu(monkeypatch, capsys):
+def test_sync_bn_is_a_clear_error_on_the_cpu(monkeypatch, caplog):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="SyncBatchNorm only on GPUs, not on cpu"):
         distributed.check_sync_bn(True, torch.device("cpu"))
     assert distributed.check_sync_bn(False, torch.device("cpu")) is False
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert distributed.check_sync_bn(True, torch.device("cpu")) is False
-    assert "ignored" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="yolostitch"):
+        assert distributed.check_sync_bn(True, torch.device("cpu")) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        "--sync-bn: a single process has nothing to synchronise; ignored"]
 
 
 GENERATOR = """

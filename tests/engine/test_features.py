@@ -11,7 +11,7 @@ from yolostitch.data.feature_cache import FeatureCache
 from yolostitch.engine.stitch_init import silu_inverse
 from yolostitch.engine.trainer import train
 from yolostitch.extract import build_extractor
-from yolostitch.models import ConfigError, FeatureContractError, build_model
+from yolostitch.models import ConfigError, FeatureContractError, Shape, build_model
 from yolostitch.weights import load_model
 
 
@@ -33,8 +33,7 @@ def image_run(tiny_shapes, tmp_path_factory):
 def test_extract_writes_the_backbone_contract(image_run):
     weights, cache_dir = image_run
     cache = FeatureCache(cache_dir)
-    assert cache.contract == {"model.4": {"channels": 64, "stride": 8}, "model.6": {"channels": 128, "stride": 16},
-                              "model.9": {"channels": 256, "stride": 32}}
+    assert cache.contract == {"model.4": Shape(64, 8), "model.6": Shape(128, 16), "model.9": Shape(256, 32)}
     assert len(cache.entries) == 12 and cache.has_flips
     assert cache.header["extractor"] == f"ckpt:{weights}"
 

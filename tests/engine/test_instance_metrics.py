@@ -16,7 +16,7 @@ from yolostitch.engine.coco_records import (box_records, encode_masks, image_id_
                                             mask_records)
 from yolostitch.engine.metrics import (DetectionStats, keypoint_oks, mask_iou, match_greedy,
                                        match_predictions, match_with_ignore)
-from yolostitch.losses import keypoint_sigmas
+from yolostitch.ops import keypoint_sigmas
 
 NAMES = {0: "a", 1: "b", 2: "c"}
 H, W = 80, 96

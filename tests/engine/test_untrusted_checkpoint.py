@@ -196,3 +196,29 @@ def test_resume_runs_a_code_extractor_only_when_named_again(options, canary, tmp
     edited(image_last, opt={"epochs": 2})
     with pytest.raises(FlagError, match="did not use an extractor"):
         train(options(resume=image_last, extractor="untrusted_canary:maps"))
+
+
+class _SystemCall:
+    """Pickles to ``os.system(command)``: what a crafted last.pt could ask the unpickler to run."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+        return os.system, (self.command,)
+
+
+def test_resume_reads_through_the_one_checkpoint_reader(options, tmp_path):
+    """--resume refuses what load_model refuses, with the same message, and runs nothing from the file."""
+    last = tmp_path / "runs" / "exp" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    torch.save({"format": "yolostitch", "train_state": _SystemCall(f"touch {marker}"), "epoch": 0}, last)
+    with pytest.raises(WeightsError, match=r"last.pt: refused to load: it references code .*system"):
+        train(options(resume=str(last)))
+    assert not marker.exists()
+    model = build_model("yolov5n.yaml", nc=5)
+    save_checkpoint(last, model, epoch=0)  # ours, but no training state (as a stripped best.pt)
+    with pytest.raises(WeightsError, match=r"last.pt: not a yolostitch training checkpoint \(no optimizer state\)"):
+        train(options(resume=str(last)))

@@ -9,7 +9,8 @@ import torchvision
 from torch import nn
 
 from yolostitch import build_model
-from yolostitch.extract import IMAGENET_MEAN, IMAGENET_STD, FeatureSpec, build_extractor
+from yolostitch.extract import IMAGENET_MEAN, IMAGENET_STD, Extractor, build_extractor
+from yolostitch.models import Shape
 from yolostitch.weights import save_checkpoint
 
 JIT_DEPRECATED = pytest.mark.filterwarnings("ignore:`torch.jit.*is deprecated:FutureWarning")
@@ -20,7 +21,7 @@ def sha16(path):
 
 
 def contract(extractor):
-    return [(f.key, f.channels, f.stride) for f in extractor.features]
+    return [(key, shape.channels, shape.stride) for key, shape in extractor.features.items()]
 
 
 def imagenet(x):
@@ -46,8 +47,7 @@ def resnet18():
 
 def test_resnet18_contract_frozen_and_deterministic(resnet18):
     assert contract(resnet18) == [("layer2", 128, 8), ("layer3", 256, 16), ("layer4", 512, 32)]
-    assert resnet18.contract() == {"layer2": {"channels": 128, "stride": 8}, "layer3": {"channels": 256, "stride": 16},
-                                   "layer4": {"channels": 512, "stride": 32}}
+    assert resnet18.contract() == {"layer2": Shape(128, 8), "layer3": Shape(256, 16), "layer4": Shape(512, 32)}
     assert resnet18.spec == "torchvision:resnet18" and resnet18.normalise == "imagenet"
     assert len(resnet18.weights_hash) == 16
     again = build_extractor("torchvision:resnet18", imgsz=64)
@@ -69,8 +69,8 @@ def test_resnet18_contract_frozen_and_deterministic(resnet18):
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0"])
 def test_auto_nodes_of_features_models(name):
     extractor = build_extractor(f"torchvision:{name}", imgsz=64)
-    assert [f.stride for f in extractor.features] == [8, 16, 32]
-    assert all(f.key.startswith("features.") for f in extractor.features)
+    assert [shape.stride for shape in extractor.features.values()] == [8, 16, 32]
+    assert all(key.startswith("features.") for key in extractor.features)
 
 
 def test_explicit_nodes_are_sorted_by_stride(resnet18):
@@ -247,8 +247,16 @@ def test_spec_errors(tmp_path, yolov5n_ckpt):
         build_extractor(f"ckpt:{path}:4,99", imgsz=64)
     with pytest.raises(ValueError, match="weights= applies to torchvision: and timm:"):
         build_extractor(f"ckpt:{path}", weights=path, imgsz=64)
-    with pytest.raises(ValueError, match="must match"):
-        FeatureSpec("bad key", 8, 8)
+
+
+class _BadKey(nn.Module):
+    def forward(self, x):
+        return {"bad key": nn.functional.avg_pool2d(x, 8)}
+
+
+def test_a_key_that_cannot_go_into_yaml_is_refused():
+    with pytest.raises(ValueError, match="feature key 'bad key' must match"):
+        Extractor(_BadKey(), "test:bad-key", "0" * 16, imgsz=64)
 
 
 def test_forward_checks_images(resnet18):

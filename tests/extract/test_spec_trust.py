@@ -11,7 +11,7 @@ from torch import nn
 
 from yolostitch import build_model
 from yolostitch.extract import ExtractorSpecError, build_extractor, spec_kind
-from yolostitch.models import FeatureContractError
+from yolostitch.models import FeatureContractError, Shape
 from yolostitch.weights import save_checkpoint
 
 JIT_DEPRECATED = pytest.mark.filterwarnings("ignore:`torch.jit.*is deprecated:FutureWarning")
@@ -72,7 +72,7 @@ def test_code_kinds_need_allow_code(tmp_path, monkeypatch):
             build_extractor(spec, imgsz=64, allow_code=False)
     assert not marker.exists() and "trust_canary_a" not in sys.modules
     try:  # the user's own choice runs
-        assert build_extractor("trust_canary_a:maps", imgsz=64).contract() == {"out0": {"channels": 3, "stride": 8}}
+        assert build_extractor("trust_canary_a:maps", imgsz=64).contract() == {"out0": Shape(3, 8)}
         assert marker.exists()
     finally:
         sys.modules.pop("trust_canary_a", None)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from yolostitch.models import ConfigError, FeatureContractError, build_model
+from yolostitch.models import ConfigError, FeatureContractError, Shape, build_model
 from yolostitch.models.feature_input import apply_feature_contract
 from yolostitch.models.config import load_model_config
 
@@ -23,7 +23,7 @@ def feat():
 
 def test_strides_and_channels_come_from_the_declarations(feat):
     assert feat.stride.tolist() == [8, 16, 32]
-    assert feat.feature_contract() == {k: {"channels": c, "stride": s} for k, (c, s) in RESNET18.items()}
+    assert feat.feature_contract() == {k: Shape(c, s) for k, (c, s) in RESNET18.items()}
     assert [layer.shape.channels for layer in feat.layers[:3]] == [64, 128, 256]  # yolov5n's backbone widths
     assert not feat.uses_image
 

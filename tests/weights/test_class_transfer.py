@@ -97,8 +97,8 @@ def test_same_classes_in_another_order_are_remapped_and_no_common_name_is_stock_
 def test_person_model_from_yolov5n_scores_persons_as_yolov5n(shared_weights, stock_yolo, tmp_path):
     """A 1-class `person` model initialised from the official checkpoint: its scores (objectness x person) on an
     image equal those of stock YOLOv5's own model holding yolov5n.pt (the independent reference)."""
-    from yolostitch.stock.importer import stock_yaml_dir
-    from yolostitch.stock.runner import load_stock_weights
+    from yolostitch.run_stock.importer import stock_yaml_dir
+    from yolostitch.run_stock.runner import load_stock_weights
 
     stock = load_stock_weights(shared_weights / "yolov5n.pt", stock_yaml_dir() / "yolov5n.yaml")
     coco128 = shared_weights.parent / "datasets" / "coco128"

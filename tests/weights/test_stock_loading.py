@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from yolostitch import build_model, load_model
-from yolostitch.weights.stock import load_pickle_safely
+from yolostitch.weights.stock_checkpoint import load_pickle_safely
 
 
 class _Payload:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from yolostitch.errors import WeightsError
-from yolostitch.weights.stock import load_pickle_safely
+from yolostitch.weights.stock_checkpoint import load_pickle_safely
 
 # a class pickled under stock's name, as stock's own Detect is
 Detect = type("Detect", (), {"__module__": "models.yolo", "__qualname__": "Detect"})

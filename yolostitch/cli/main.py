@@ -11,6 +11,7 @@ from typing import Sequence
 
 from ..errors import is_user_error
 from . import check_data, compare, detect, export, extract, info, train, val
+from .console import show_library_log
 
 COMMANDS = {"train": train, "val": val, "detect": detect, "extract": extract, "info": info, "check-data": check_data,
             "export": export, "compare": compare}
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (:func:`~yolostitch.engine.distributed.process_group`); it then exits at once, so that torchrun stops the
     other processes instead of letting them wait in a collective for the group's timeout."""
     args = build_parser().parse_args(argv)
+    show_library_log()
     try:
         return COMMANDS[args.command].run(args)
     except Exception as e:

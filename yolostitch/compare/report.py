@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
 
 # (key, Markdown header, formatter); mask and pose columns appear only when some row has them
 COLUMNS = (
@@ -72,7 +75,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("compare.png not drawn: matplotlib is not installed (pip install matplotlib)")
+        logger.info("compare.png not drawn: matplotlib is not installed (pip install matplotlib)")
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in rows:

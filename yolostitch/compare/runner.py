@@ -3,7 +3,7 @@
 Each ``--cfg`` is trained with the same hyperparameter file, epochs, image size, batch size, workers and seed,
 from scratch or, with ``--init W.pt``, from that checkpoint (ours through train.py's ``--weights`` transfer,
 class rows matched by name included; stock through stock's own ``--weights`` code, see
-:mod:`..stock.init_weights`); each ``--weights`` is only validated. ``--stock`` adds, for every stock
+:mod:`..run_stock.init_weights`); each ``--weights`` is only validated. ``--stock`` adds, for every stock
 architecture among the configs, the real stock YOLOv5 trained in a child process on the same images and boxes
 with the same recipe; a config with a Segment branch (``yolov5{n,s}-seg``, ``-multitask``) also gets stock
 YOLOv5-seg of its size (its segment/train.py on the same images and polygons, box and mask mAP from its
@@ -14,6 +14,7 @@ weights), parameters and GFLOPs (thop), CPU latency per image of detect.py-style
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -30,8 +31,11 @@ from ..engine.runs import increment_path
 from ..models.config import load_model_config
 from ..models.feature_input import feature_rows
 from ..errors import DataError, FlagError, SetupError
-from .measure import latency_ms, our_detector, read_images
+from ..latency import latency_ms, read_images
+from .measure import our_detector
 from .report import write_report
+
+logger = logging.getLogger(__name__)
 
 STOCK_ARCHITECTURES = ("yolov5n.yaml", "yolov5s.yaml", "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml")
 # our built-in configs with a Segment branch -> the stock rows they are read against: stock YOLOv5-seg of the same
@@ -110,8 +114,8 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
               f"hyp {opt.hyp}{start}; latency: median over {len(latency_files)} val images, batch 1, CPU, "
               f"{opt.threads} torch threads")
     table = write_report(rows, save_dir, recipe)
-    print(table)
-    print(f"results saved to {save_dir} (compare.md, compare.csv, compare.png, one run directory per row)")
+    logger.info(table)
+    logger.info(f"results saved to {save_dir} (compare.md, compare.csv, compare.png, one run directory per row)")
     return rows
 
 
@@ -153,9 +157,9 @@ def stock_row(cfg: str, opt: CompareOptions, hyp: Path, save_dir: Path, nc: int,
               latency_files: list[str]) -> dict[str, Any]:
     """Stock YOLOv5 trains ``cfg`` (its own YAML) on a box-only export of the same data, in a child process;
     a ``-seg`` model is stock YOLOv5-seg's (segment/train.py and segment/val.py) on a polygon export."""
-    from ..stock.data import export_detection, export_segmentation
-    from ..stock.importer import STOCK_VERSION
-    from ..stock.runner import run_child
+    from ..run_stock.data import export_detection, export_segmentation
+    from ..run_stock.importer import STOCK_VERSION
+    from ..run_stock.runner import run_child
 
     segment = _is_stock_segment(cfg)
     export = export_segmentation if segment else export_detection
@@ -165,9 +169,9 @@ def stock_row(cfg: str, opt: CompareOptions, hyp: Path, save_dir: Path, nc: int,
             "seed": opt.seed, "project": str((save_dir / "runs").resolve()), "name": f"{Path(cfg).stem}-stock",
             "nc": nc, "measure": latency_files, "threads": opt.threads, "init": _local_init(opt)}
     log = save_dir / f"{Path(cfg).stem}-stock.log"
-    print(f"training {Path(cfg).name} with stock YOLOv5 {STOCK_VERSION}{' segment/train.py' if segment else ''} "
-          f"(log: {log}) ...", flush=True)
-    result = run_child(spec, log, "yolostitch.stock.segment" if segment else "yolostitch.stock.runner")
+    logger.info(f"training {Path(cfg).name} with stock YOLOv5 {STOCK_VERSION}{' segment/train.py' if segment else ''} "
+                f"(log: {log}) ...")
+    result = run_child(spec, log, "yolostitch.run_stock.segment" if segment else "yolostitch.run_stock.runner")
     masks = {k: result[k] for k in ("mask_map50", "mask_map")} if segment else {}
     left_out = sum(c.get("without_polygon", 0) for c in counts.values())
     note = {"data_note": f"{left_out} instances without a polygon left out (stock-seg needs one per instance)"} \
@@ -190,10 +194,10 @@ def stock_init_note(result: dict[str, Any], init: str) -> dict[str, str]:
 def check_stock_available(segment: bool = False) -> None:
     """Import stock YOLOv5 (offline, shimmed) in a child process, as the run will; a clear error if it can't.
     ``segment``: its segment/train.py too."""
-    from ..stock.runner import child_env
+    from ..run_stock.runner import child_env
 
-    probe = subprocess.run([sys.executable, "-c", "from yolostitch.stock.importer import import_stock_yolo; "
-                            "import_stock_yolo(); import yolostitch.stock.runner as r; r._stand_ins(); "
+    probe = subprocess.run([sys.executable, "-c", "from yolostitch.run_stock.importer import import_stock_yolo; "
+                            "import_stock_yolo(); import yolostitch.run_stock.runner as r; r._stand_ins(); "
                             "import yolov5.train" + ("; import yolov5.segment.train" if segment else "")],
                            capture_output=True, text=True, env=child_env())
     if probe.returncode:

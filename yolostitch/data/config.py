@@ -188,7 +188,7 @@ def _names_from_coco(splits: dict[str, list[Path]], raw: dict[str, Any], source:
     nc = raw.get("nc")
     if nc is not None and nc != len(names):
         raise DataConfigError(f"{source}: nc is {nc} but the categories of {first[0]} give {len(names)} classes")
-    logger.info("%s: class names from %s: %s", source, first[0], list(names.values()))
+    logger.debug("%s: class names from %s: %s", source, first[0], list(names.values()))
     return names
 
 

@@ -7,7 +7,8 @@ Layout of a cache directory (written by ``extract.py``)::
 
 Every image is letterboxed as validation letterboxes it (long side to ``imgsz``, centred padding to a square
 ``imgsz`` x ``imgsz``), so one entry's ``ratio_pad`` maps its boxes back to the original image. The contract
-(``{key: {"channels", "stride"}}``) is what a model's FeatureInput layers are fitted to and checked against.
+(``{key: Shape}``, stored as ``{key: {"channels", "stride"}}``) is what a model's FeatureInput layers are fitted to
+and checked against.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from safetensors import safe_open
 from ultralytics.data.augment import RandomFlip
 
 from ..errors import DataError
+from ..models.shape import Shape, describe_contract, read_contract
 from .dataset import MultiTaskDataset
 from .labels import ImageLabels
 
@@ -71,10 +73,10 @@ class CacheEntry:
         return st.st_size != self.image_size or st.st_mtime_ns != self.image_mtime_ns
 
 
-def bytes_per_image(contract: dict[str, dict[str, int]], imgsz: int, dtype: str, flip: bool) -> int:
+def bytes_per_image(contract: dict[str, Shape], imgsz: int, dtype: str, flip: bool) -> int:
     """Size of one image's maps at ``imgsz`` (square letterbox): the estimate extract.py prints."""
     itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
-    values = sum(spec["channels"] * (-(-imgsz // spec["stride"])) ** 2 for spec in contract.values())
+    values = sum(shape.channels * (-(-imgsz // shape.stride)) ** 2 for shape in contract.values())
     return values * itemsize * (2 if flip else 1)
 
 
@@ -100,8 +102,9 @@ class FeatureCache:
         self.entries = {e["im_file"]: CacheEntry.from_json(e) for e in data.get("entries", [])}
 
     @property
-    def contract(self) -> dict[str, dict[str, int]]:
-        return {k: {"channels": int(v["channels"]), "stride": int(v["stride"])} for k, v in self.header["features"].items()}
+    def contract(self) -> dict[str, Shape]:
+        """``{key: Shape}`` of the maps, read from the header's records (as every version wrote them)."""
+        return read_contract(self.header["features"], f"{self.root / INDEX}: features", FeatureCacheError)
 
     @property
     def imgsz(self) -> int:
@@ -112,7 +115,7 @@ class FeatureCache:
         return bool(self.header["flip"])
 
     def describe(self) -> str:
-        maps = ", ".join(f"{k} {v['channels']}ch/s{v['stride']}" for k, v in self.contract.items())
+        maps = describe_contract(self.contract)
         return (f"{self.root}: {len(self.entries)} images, extractor {self.header['extractor']} "
                 f"(weights {self.header['weights_hash']}), imgsz {self.imgsz}, {self.header['dtype']}, maps {maps}")
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import math
 import os
 import re
@@ -45,6 +46,8 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 NAMES = {0: "circle", 1: "triangle", 2: "square", 3: "star", 4: "hexagon"}
 KPT_SHAPE = [5, 3]
@@ -623,6 +626,6 @@ def ensure_shapes(root: str | Path, **kwargs) -> Path:
     with _exclusive(root / _LOCK):
         if _up_to_date(root, args):  # made by another process while this one waited
             return root
-        print(f"generating the built-in dataset in {root} ({args['n_train']} train + {args['n_val']} val images; "
-              "once, later runs reuse it)", flush=True)  # the first use takes seconds: say why
+        logger.info(f"generating the built-in dataset in {root} ({args['n_train']} train + {args['n_val']} val "
+                    "images; once, later runs reuse it)")  # the first use takes seconds: say why
         return generate_shapes(root, **kwargs)

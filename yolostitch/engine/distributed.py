@@ -213,7 +213,7 @@ def check_sync_bn(sync_bn: bool, device: torch.device) -> bool:
     than a crash in the first forward."""
     if not sync_bn or world_size() == 1:
         if sync_bn:
-            print("--sync-bn: a single process has nothing to synchronise; ignored")
+            LOGGER.info("--sync-bn: a single process has nothing to synchronise; ignored")
         return False
     if device.type not in ("cuda", "xpu"):
         raise FlagError(f"--sync-bn: torch {torch.__version__} supports SyncBatchNorm only on GPUs, not on "

@@ -3,6 +3,7 @@ online; checks that the provider's contract is the one the model was built for; 
 
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path
 from typing import Any, Mapping
@@ -12,20 +13,24 @@ import torch
 from ..data.feature_cache import FeatureCache
 from ..errors import FlagError, WeightsError
 from ..models.feature_input import FeatureContractError
+from ..models.shape import Shape, contract_records, read_contract
 from .inputs import Extractor
 
+logger = logging.getLogger(__name__)
 
-def check_contract(model: Any, contract: Mapping[str, Mapping[str, int]], source: str) -> None:
+
+def check_contract(model: Any, contract: Mapping[str, Shape], source: str) -> None:
     """Every FeatureInput of ``model`` must find its key in ``contract`` with its channels and stride."""
+    contract = read_contract(contract, source, FeatureContractError)
     for layer in model.feature_inputs:
         got = contract.get(str(layer.key))
         if got is None:
             raise FeatureContractError(f"{layer.name}: expects map {layer.key!r} ({layer.c_in}ch, stride "
                                        f"{layer.s_in}); {source} has {sorted(contract)}")
-        if (int(got["channels"]), int(got["stride"])) != (layer.c_in, layer.s_in):
+        if got != layer.contract():
             raise FeatureContractError(f"{layer.name}: expects {layer.key!r} with {layer.c_in} channels at stride "
-                                       f"{layer.s_in}; {source} has {got['channels']} channels at stride "
-                                       f"{got['stride']}")
+                                       f"{layer.s_in}; {source} has {got.channels} channels at stride "
+                                       f"{got.stride}")
 
 
 def build_online_extractor(spec: str, weights: str | None, imgsz: int, device: torch.device, *,
@@ -60,14 +65,15 @@ def recorded_extractor_spec(spec: Any, source: str, flag: str = "--extractor") -
     return spec
 
 
-def feature_record(contract: Mapping[str, Any], cache: FeatureCache | None = None, extractor: Any = None,
+def feature_record(contract: Mapping[str, Shape], cache: FeatureCache | None = None, extractor: Any = None,
                    extractor_weights: str = "") -> dict[str, Any]:
-    """What a checkpoint keeps about its model's feature provider (plain types only)."""
+    """What a checkpoint keeps about its model's feature provider (plain types only: the contract as records)."""
     if cache is not None:
-        return {"contract": dict(contract), "cache": str(cache.root), "extractor": cache.header["extractor"],
-                "weights_hash": cache.header["weights_hash"], "imgsz": cache.imgsz, "extractor_weights": ""}
-    return {"contract": dict(contract), "cache": "", "extractor": extractor.spec, "weights_hash": extractor.weights_hash,
-            "imgsz": 0, "extractor_weights": str(extractor_weights or "")}
+        return {"contract": contract_records(contract), "cache": str(cache.root),
+                "extractor": cache.header["extractor"], "weights_hash": cache.header["weights_hash"],
+                "imgsz": cache.imgsz, "extractor_weights": ""}
+    return {"contract": contract_records(contract), "cache": "", "extractor": extractor.spec,
+            "weights_hash": extractor.weights_hash, "imgsz": 0, "extractor_weights": str(extractor_weights or "")}
 
 
 def feature_source(model: Any, features: str | Path, imgsz: int, device: torch.device, extractor: str = "",
@@ -95,8 +101,9 @@ def feature_source(model: Any, features: str | Path, imgsz: int, device: torch.d
         cache = FeatureCache(features)
         check_contract(model, cache.contract, f"the cache {cache.root}")
         if trained and (record.get("extractor"), trained) != (cache.header["extractor"], cache.header["weights_hash"]):
-            print(f"warning: {cache.root} holds maps of {cache.header['extractor']} (weights {cache.header['weights_hash']}) "
-                  f"but the model was trained on {record.get('extractor')} (weights {trained})")
+            logger.warning(f"warning: {cache.root} holds maps of {cache.header['extractor']} (weights "
+                           f"{cache.header['weights_hash']}) but the model was trained on {record.get('extractor')} "
+                           f"(weights {trained})")
         return cache, None
     if extractor:  # named by the user: any kind, code included
         same = extractor == record.get("extractor")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torchvision
 
-from ..losses.keypoints import keypoint_sigmas
+from ..ops import keypoint_sigmas
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 def mask_iou(true_masks: torch.Tensor | np.ndarray, pred_masks: torch.Tensor | np.ndarray,
@@ -61,7 +61,7 @@ def keypoint_oks(true_kpts: torch.Tensor | np.ndarray, pred_kpts: torch.Tensor |
     of exp(-e) over the label's labelled keypoints (v > 0; labels given as (m, K, 2) count as all labelled).
     ``true_area`` is the object's area in pixels^2: COCO uses the annotation's ``area`` (the segment's area);
     YOLO-format labels have none, so pass box area x 0.53 as ultralytics does. ``sigmas`` defaults to
-    :func:`~yolostitch.losses.keypoint_sigmas`. A label without labelled keypoints scores 0, unless ``true_boxes`` (m, 4 xyxy) is
+    :func:`~yolostitch.ops.keypoint_sigmas`. A label without labelled keypoints scores 0, unless ``true_boxes`` (m, 4 xyxy) is
     given: then, as COCO does, the distance is to the label's box grown by its size on each side (such labels
     are normally ignored, so this only decides whether a prediction lands on an ignored label).
     """

@@ -7,14 +7,9 @@ from typing import Sequence
 import torch
 import torchvision
 
+from ..ops import xywh2xyxy
+
 MAX_WH = 7680  # class offset for per-class NMS in one call (stock's trick): boxes of different classes never overlap
-
-
-def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
-    y = x.clone()
-    y[..., :2] = x[..., :2] - x[..., 2:4] / 2
-    y[..., 2:4] = x[..., :2] + x[..., 2:4] / 2
-    return y
 
 
 def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres: float = 0.45, nc: int | None = None,

@@ -138,7 +138,7 @@ def precision_for(amp: str, device: torch.device | str) -> Precision:
     cpu_bf16 = (device_type == "cpu" and amp == "auto" and native_cpu_bf16(detected_cpu_flags())
                 and onednn_bf16())
     policy = choose_precision(amp, device_type, cpu_bf16)
-    LOGGER.info("precision: %s", policy.describe())
+    LOGGER.debug("precision: %s", policy.describe())  # the commands print the policy themselves
     return policy
 
 

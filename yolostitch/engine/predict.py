@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..losses.segment import box_crop
+from ..ops import box_crop
 from .postprocess import letterbox_gain_pad, non_max_suppression
 
 

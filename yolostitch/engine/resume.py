@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import FlagError, WeightsError
+from ..weights import read_checkpoint
+from ..weights.checkpoint import is_own_checkpoint
 from .features import recorded_extractor_spec
 
 
@@ -23,6 +25,15 @@ def run_folder(last: str | Path) -> Path:
         raise FlagError(f"--resume {last}: expected a checkpoint in a run's weights folder (RUN/weights/last.pt), "
                         f"the run then goes on in RUN; this one is in {last.parent}")
     return last.parent.parent
+
+
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint ``--resume`` goes on from, read by the one checkpoint reader (:func:`..weights.read_checkpoint`:
+    tensors and plain types only); a file without training state is an error naming it."""
+    ckpt = read_checkpoint(path)
+    if not is_own_checkpoint(ckpt) or "train_state" not in ckpt:
+        raise WeightsError(f"--resume {path}: not a yolostitch training checkpoint (no optimizer state)")
+    return ckpt
 
 
 def resume_options(recorded: Any, given: Any, last: str | Path) -> dict[str, Any]:

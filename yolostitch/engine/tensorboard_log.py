@@ -29,8 +29,8 @@ class TensorBoardLog:
         except Exception as e:  # an installed but broken tensorboard must not stop training
             LOGGER.warning("TensorBoard: not writing curves (%s: %s)", type(e).__name__, e)
             return
-        print(f"TensorBoard: start with 'tensorboard --logdir {Path(save_dir).parent}', view at "
-              "http://localhost:6006/")
+        LOGGER.info(f"TensorBoard: start with 'tensorboard --logdir {Path(save_dir).parent}', view at "
+                    "http://localhost:6006/")
 
     @property
     def active(self) -> bool:

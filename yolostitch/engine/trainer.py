@@ -28,13 +28,13 @@ from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
-from ..errors import ConfigError, FlagError, WeightsError
+from ..errors import ConfigError, FlagError
 from ..losses import ComputeLoss
 from ..losses.compute import TASK_TERMS
 from ..models import build_model
 from ..weights import (atomic_save, checkpoint_dict, describe_transfer, layer_correspondence, load_model, read_weights,
                        transfer_weights)
-from ..weights.checkpoint import is_own_checkpoint, plain_state
+from ..weights.checkpoint import plain_state
 from . import results_log
 from .early_stop import EarlyStopping
 from .plots import draw_batch, plot_label_statistics
@@ -43,7 +43,7 @@ from ..yaml_io import read_yaml_mapping
 from . import distributed
 from .features import build_online_extractor, feature_record
 from .inputs import model_input
-from .resume import recorded_hash, resume_options, run_folder
+from .resume import read_training_checkpoint, recorded_hash, resume_options, run_folder
 from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .stitch_init import fit_adapters
@@ -426,9 +426,7 @@ def _resume_state(opt: TrainOptions) -> tuple[dict, TrainOptions]:
             raise FileNotFoundError(f"--resume: no {opt.project}/*/weights/last.pt to resume")
         path = found[-1]
     folder = run_folder(path)  # the run goes on here, wherever the checkpoint says it was written
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not is_own_checkpoint(ckpt) or "train_state" not in ckpt:
-        raise WeightsError(f"--resume {path}: not a yolostitch training checkpoint (no optimizer state)")
+    ckpt = read_training_checkpoint(path)  # the one checkpoint reader
     resumed = TrainOptions(**resume_options(ckpt.get("opt"), opt, path))  # checked; code only if named again
     if ckpt["epoch"] + 1 >= resumed.epochs:
         raise FlagError(f"--resume {path}: that run already finished its {resumed.epochs} epochs")

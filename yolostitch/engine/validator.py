@@ -16,8 +16,7 @@ from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_ini
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
 from ..weights import load_model
-from ..losses import keypoint_sigmas
-from ..losses.segment import resize_masks
+from ..ops import keypoint_sigmas, resize_masks
 from .features import Extractor, feature_source
 from .inputs import input_size, model_input
 from .coco_records import box_records, encode_masks, image_id_of, keypoint_records, mask_records

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models import StitchModel
+from ..models.shape import contract_records
 from ..errors import FlagError
 
 TASK_ORDER = ("det", "seg", "kpt", "cls", "features")  # outputs come in this order, whatever the YAML's
@@ -133,7 +134,8 @@ class ExportModule(nn.Module):
                 "dynamic": bool(dynamic), "inputs": list(self.input_names), "outputs": list(self.output_names),
                 "tasks": {task: list(names) for task, names in self.task_outputs.items()},
                 "kpt_shape": list(model.model[model.heads["kpt"]].kpt_shape) if "kpt" in model.heads else None,
-                "feature_contract": model.feature_contract(), "uses_image": IMAGE_INPUT in self.input_names}
+                "feature_contract": contract_records(model.feature_contract()),
+                "uses_image": IMAGE_INPUT in self.input_names}
 
 
 def max_relative_diff(reference: Sequence[torch.Tensor], other: Sequence[Any],

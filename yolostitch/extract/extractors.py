@@ -30,7 +30,6 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -39,6 +38,7 @@ from torch import nn
 
 from ..errors import FlagError, YolostitchError
 from ..models.feature_input import FeatureContractError
+from ..models.shape import Shape
 
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -63,23 +63,6 @@ class ExtractorSpecError(YolostitchError, ValueError):
     """An extractor spec that is malformed, of no known kind, or not to be built where it came from."""
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One feature map of the contract: its key (a YAML-safe word), channels, and stride in input pixels."""
-
-    key: str
-    channels: int
-    stride: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):
-            raise FlagError(f"feature key {self.key!r} must match {KEY_PATTERN.pattern} (it is written into YAML)")
-        for label in ("channels", "stride"):
-            value = getattr(self, label)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise FlagError(f"feature {self.key!r}: {label} must be a positive integer, got {value!r}")
-
-
 class Extractor(nn.Module):
     """A frozen feature extractor: ``forward(images)`` returns ``{key: (B, C, H/stride, W/stride)}``.
 
@@ -101,7 +84,7 @@ class Extractor(nn.Module):
         self.requires_grad_(False)
         self.train(False)
         self.probe_size = probe_size(imgsz)
-        self.features: list[FeatureSpec] = self._probe(self.probe_size)
+        self.features: dict[str, Shape] = self._probe(self.probe_size)  # the contract, ordered by stride
 
     def train(self, mode: bool = True) -> Extractor:
         """Always eval: a frozen extractor never trains (see the class docstring)."""
@@ -113,16 +96,16 @@ class Extractor(nn.Module):
         _check_images(images, self.spec)
         maps = self._run(images)
         out: dict[str, torch.Tensor] = {}
-        for feature in self.features:
-            if feature.key not in maps:
-                raise FlagError(f"{self.spec}: the extractor returned {sorted(maps)}, without {feature.key!r} "
+        for key, shape in self.features.items():
+            if key not in maps:
+                raise FlagError(f"{self.spec}: the extractor returned {sorted(maps)}, without {key!r} "
                                 "which its contract promised")
-            out[feature.key] = _check_map(maps[feature.key], feature, images.shape, self.spec)
+            out[key] = _check_map(maps[key], key, shape, images.shape, self.spec)
         return out
 
-    def contract(self) -> dict[str, dict[str, int]]:
-        """``{key: {"channels": C, "stride": s}}``: what a FeatureInput row must declare for each map."""
-        return {f.key: {"channels": f.channels, "stride": f.stride} for f in self.features}
+    def contract(self) -> dict[str, Shape]:
+        """``{key: Shape}``: what a FeatureInput row must declare for each map, in stride order."""
+        return dict(self.features)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, weights_hash={self.weights_hash}, normalise={self.normalise!r}"
@@ -131,7 +114,7 @@ class Extractor(nn.Module):
         x = images if self.mean is None else (images - self.mean) / self.std
         return self.body(x)
 
-    def _probe(self, size: int) -> list[FeatureSpec]:
+    def _probe(self, size: int) -> dict[str, Shape]:
         tensors = itertools.chain(self.parameters(), self.buffers())
         device = next((t.device for t in tensors if t is not None), torch.device("cpu"))
         try:
@@ -142,9 +125,12 @@ class Extractor(nn.Module):
                             "give imgsz= the input size the model needs") from e
         if not isinstance(maps, dict) or not maps:
             raise FlagError(f"{self.spec}: the extractor returned no feature maps")
-        specs = [FeatureSpec(key, int(m.shape[1]), _stride_of(m, size, f"{self.spec}: output {key!r}"))
-                 for key, m in maps.items()]
-        return sorted(specs, key=lambda f: f.stride)  # stable: equal strides keep the body's order
+        for key in maps:
+            if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+                raise FlagError(f"feature key {key!r} must match {KEY_PATTERN.pattern} (it is written into YAML)")
+        shapes = {key: Shape(int(m.shape[1]), _stride_of(m, size, f"{self.spec}: output {key!r}"))
+                  for key, m in maps.items()}
+        return dict(sorted(shapes.items(), key=lambda kv: kv[1].stride))  # stable: equal strides keep the body's order
 
 
 def spec_kind(spec: str) -> str:
@@ -268,7 +254,7 @@ def _check_images(images: torch.Tensor, spec: str) -> None:
         raise ValueError(f"{spec}: image height and width must be multiples of 32, got {tuple(images.shape[2:])}")
 
 
-def _check_map(m: torch.Tensor, feature: FeatureSpec, image_shape: torch.Size, spec: str) -> torch.Tensor:
+def _check_map(m: torch.Tensor, key: str, feature: Shape, image_shape: torch.Size, spec: str) -> torch.Tensor:
     """The map must keep the contract at every input size, or cached features would not fit FeatureInput."""
     b, _, height, width = image_shape
     ok = isinstance(m, torch.Tensor) and m.dim() == 4 and m.shape[0] == b and m.shape[1] == feature.channels
@@ -276,7 +262,7 @@ def _check_map(m: torch.Tensor, feature: FeatureSpec, image_shape: torch.Size, s
         ok = tuple(m.shape[2:]) == (height // feature.stride, width // feature.stride)
     if not ok:
         shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-        raise FlagError(f"{spec}: map {feature.key!r} has shape {shape} for images {tuple(image_shape)}, breaking "
+        raise FlagError(f"{spec}: map {key!r} has shape {shape} for images {tuple(image_shape)}, breaking "
                         f"its contract ({feature.channels} channels at stride {feature.stride})")
     return m
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -26,8 +27,11 @@ from ..data.config import load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FLIP, FORMAT, INDEX, CacheEntry, FeatureCacheError, bytes_per_image
 from ..errors import FlagError
+from ..models.shape import contract_records, read_contract
 from ..data.labels import ImageLabels
 from ..data.scan import scan_split
+
+logger = logging.getLogger(__name__)
 
 INDEX_EVERY = 256  # images between index rewrites (a killed run loses no extracted file either way)
 
@@ -46,25 +50,25 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
         raise FlagError(f"--splits {unknown}: {config.source} has splits {list(config.splits)}")
     header = {"format": FORMAT, "extractor": extractor.spec, "weights_hash": extractor.weights_hash,
               "normalise": extractor.normalise, "imgsz": int(imgsz), "dtype": dtype, "flip": bool(flip),
-              "features": extractor.contract(), "data": str(config.source),
+              "features": contract_records(extractor.contract()), "data": str(config.source),
               "letterbox": "long side resized to imgsz, centred padding (114) to imgsz x imgsz"}
     todo: list[tuple[str, ImageLabels]] = []
     entries: dict[str, CacheEntry] = {}
     for split in names:
         scan = scan_split(config.splits[split], config.nc, config.kpt_shape)
         for p in scan.problems:
-            print(f"skipped {p.file}: {p.reason}")
+            logger.info("skipped %s: %s", p.file, p.reason)
         for lab in scan.labels:
             entry = _current_entry(out, split, lab, header)
             if entry is not None:
                 entries[entry.im_file] = entry
             else:
                 todo.append((split, lab))
-    per_image = bytes_per_image(header["features"], imgsz, dtype, flip)
+    per_image = bytes_per_image(read_contract(header["features"]), imgsz, dtype, flip)
     total = len(todo) + len(entries)
-    print(f"extracting {extractor.spec} at imgsz {imgsz} from {config.source} into {out}: {total} images, "
-          f"{len(entries)} already current, {len(todo)} to extract; about {per_image / 2**10:.0f} KB per image, "
-          f"{per_image * total / 2**20:.1f} MB in all")
+    logger.info(f"extracting {extractor.spec} at imgsz {imgsz} from {config.source} into {out}: {total} images, "
+                f"{len(entries)} already current, {len(todo)} to extract; about {per_image / 2**10:.0f} KB per image, "
+                f"{per_image * total / 2**20:.1f} MB in all")
     out.mkdir(parents=True, exist_ok=True)
     _write_index(out, header, entries)
     start, written = time.time(), 0
@@ -74,8 +78,9 @@ def write_cache(extractor: Any, data: str, out: str | Path, imgsz: int = 640, sp
     size = sum((out / e.file).stat().st_size for e in entries.values())
     summary = {"images": len(entries), "written": written, "current": total - len(todo), "bytes": size,
                "bytes_per_image": size / max(len(entries), 1), "seconds": time.time() - start, "out": str(out)}
-    print(f"done: {len(entries)} images in {out} ({written} written, {summary['current']} already current), "
-          f"{size / 2**20:.1f} MB, {summary['bytes_per_image'] / 2**10:.0f} KB per image, {summary['seconds']:.1f} s")
+    logger.info(f"done: {len(entries)} images in {out} ({written} written, {summary['current']} already current), "
+                f"{size / 2**20:.1f} MB, {summary['bytes_per_image'] / 2**10:.0f} KB per image, "
+                f"{summary['seconds']:.1f} s")
     return summary
 
 
@@ -112,15 +117,15 @@ def _extract(extractor, todo, out: Path, header: dict, entries: dict[str, CacheE
 
 def _check_maps(maps: dict[str, torch.Tensor], header: dict, size) -> None:
     """The extractor must give the maps its contract promised, at the size its strides promise."""
-    for key, spec in header["features"].items():
+    for key, shape in read_contract(header["features"]).items():
         if key not in maps:
             raise FeatureCacheError(f"extractor {header['extractor']} returned {sorted(maps)}, its contract has {key!r}")
         t = maps[key]
-        want = (spec["channels"], *(-(-int(d) // spec["stride"]) for d in size))
+        want = (shape.channels, *(-(-int(d) // shape.stride) for d in size))
         if tuple(t.shape[1:]) != want:
             raise FeatureCacheError(f"extractor {header['extractor']}: map {key!r} has shape {tuple(t.shape[1:])} for "
-                                    f"a {tuple(size)} input; its contract ({spec['channels']}ch, stride "
-                                    f"{spec['stride']}) gives {want}")
+                                    f"a {tuple(size)} input; its contract ({shape.channels}ch, stride "
+                                    f"{shape.stride}) gives {want}")
 
 
 def _check_range(maps: dict[str, torch.Tensor], header: dict, im_files: Sequence[str]) -> None:

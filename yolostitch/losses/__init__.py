@@ -3,7 +3,5 @@
 from .assign import LevelAssignment, assign_targets
 from .balance import BALANCERS, TaskBalance
 from .compute import ComputeLoss, targets_from_batch
-from .keypoints import keypoint_sigmas
 
-__all__ = ["BALANCERS", "ComputeLoss", "LevelAssignment", "TaskBalance", "assign_targets", "keypoint_sigmas",
-           "targets_from_batch"]
+__all__ = ["BALANCERS", "ComputeLoss", "LevelAssignment", "TaskBalance", "assign_targets", "targets_from_batch"]

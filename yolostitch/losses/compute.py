@@ -13,7 +13,8 @@ from .assign import assign_targets
 from .balance import TaskBalance
 from ..errors import ConfigError
 from .detection import detection_gains, detection_terms
-from .keypoints import keypoint_sigmas, keypoint_terms
+from ..ops import keypoint_sigmas
+from .keypoints import keypoint_terms
 from .segment import mask_term
 
 # Gains of the new branches' terms, used when the hyp file does not set them (tuned like stock's box/obj/cls:

@@ -10,23 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import box_crop, resize_masks
 from .assign import LevelAssignment
-
-
-def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
-    """Instance masks (n, h, w) as bool masks of ``size`` (bilinear, then > 0.5 when the size changes)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(masks.shape[-2:]) == size or not len(masks):
-        return masks.bool().reshape(len(masks), *size)
-    return F.interpolate(masks[None].float(), size, mode="bilinear", align_corners=False)[0] > 0.5
-
-
-def box_crop(boxes_xyxy: Tensor, height: int, width: int) -> Tensor:
-    """(m, h, w) bool: which pixels (centres) of an h x w map lie inside each box (given in map pixels)."""
-    x = torch.arange(width, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype).view(1, 1, -1) + 0.5
-    y = torch.arange(height, device=boxes_xyxy.device, dtype=boxes_xyxy.dtype).view(1, -1, 1) + 0.5
-    x1, y1, x2, y2 = (boxes_xyxy[:, i].view(-1, 1, 1) for i in range(4))
-    return (x >= x1) & (x < x2) & (y >= y1) & (y < y2)
 
 
 def mask_term(coefficient_maps: Sequence[Tensor], protos: Tensor, assignments: Sequence[LevelAssignment],

@@ -25,7 +25,7 @@ from ultralytics.nn.modules import Conv
 
 from ..errors import YolostitchError
 from .registry import ConfigError, Row, register_module
-from .shape import Shape
+from .shape import Shape, describe_contract, read_contract
 
 NORMS = ("none", "standardize", "layernorm")
 OPTIONS = {"stride", "norm", "act"}
@@ -84,8 +84,9 @@ class FeatureInput(nn.Module):
                      options.get("act", True), name=f"layer {row.index} (FeatureInput {key!r})")
         return module, Shape(module.c_out, module.s_out)
 
-    def contract(self) -> dict[str, int]:
-        return {"channels": self.c_in, "stride": self.s_in}
+    def contract(self) -> Shape:
+        """The map this layer takes (before its adapter resamples it)."""
+        return Shape(self.c_in, self.s_in)
 
     def select(self, features: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:
         """This layer's tensor from the model input: by name from a mapping, by position from a list."""
@@ -156,7 +157,7 @@ def feature_rows(config: dict[str, Any]) -> list[tuple[str, int, list]]:
     return [(s, j, r) for s, j, r in rows if r[2] == "FeatureInput"]
 
 
-def apply_feature_contract(config: dict[str, Any], contract: Mapping[str, Mapping[str, int]],
+def apply_feature_contract(config: dict[str, Any], contract: Mapping[str, Shape],
                            source: str = "features") -> tuple[dict[str, Any], list[str]]:
     """Fit a model config to the feature maps a cache or extractor provides; return the new config and notes.
 
@@ -168,29 +169,25 @@ def apply_feature_contract(config: dict[str, Any], contract: Mapping[str, Mappin
     rows = feature_rows(config)
     if not rows:
         raise ConfigError(f"the model has no FeatureInput layer, so it cannot take {source}")
-    provided = sorted(contract.items(), key=lambda kv: kv[1]["stride"])
+    provided = sorted(read_contract(contract, source).items(), key=lambda kv: kv[1].stride)
     by_name = dict(provided)
     named = all(isinstance(r[3][0], str) and r[3][0] in by_name for _, _, r in rows)
     if not named and len(rows) != len(provided):
         keys = [str(r[3][0]) for _, _, r in rows]
         raise ConfigError(f"the model's FeatureInput keys {keys} are not all in {source} "
-                          f"({_describe(provided)}), and "
+                          f"({describe_contract(dict(provided))}), and "
                           f"there are {len(provided)} maps for {len(rows)} FeatureInput layers to pair by stride")
     notes = []
     for position, (section, j, row) in enumerate(rows):
         args = list(row[3])
         options = dict(args.pop()) if args and isinstance(args[-1], dict) else {}
         key, c_in, s_in = args[:3]
-        new_key, spec = (key, by_name[key]) if named else provided[position]
-        if (new_key, spec["channels"], spec["stride"]) != (key, c_in, s_in):
+        new_key, shape = (key, by_name[key]) if named else provided[position]
+        if (new_key, shape.channels, shape.stride) != (key, c_in, s_in):
             notes.append(f"{section}[{j}] FeatureInput: declared {key!r} {c_in}ch/s{s_in}, {source} gives "
-                         f"{new_key!r} {spec['channels']}ch/s{spec['stride']}")
-        if spec["stride"] != s_in and "stride" not in options:
+                         f"{new_key!r} {shape}")
+        if shape.stride != s_in and "stride" not in options:
             options["stride"] = s_in  # keep the stride the neck was written for
         c_out = args[3:4]  # as written (scaled by width_multiple); absent: the output follows the new c_in
-        row[3] = [new_key, int(spec["channels"]), int(spec["stride"]), *c_out] + ([options] if options else [])
+        row[3] = [new_key, shape.channels, shape.stride, *c_out] + ([options] if options else [])
     return config, notes
-
-
-def _describe(contract: Sequence[tuple[str, Mapping[str, int]]]) -> str:
-    return ", ".join(f"{k}: {v['channels']}ch/s{v['stride']}" for k, v in contract)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
@@ -13,6 +14,9 @@ from .builder import MODEL_INPUT, Layer, build_layers
 from .config import load_model_config
 from .feature_input import FeatureContractError, FeatureInput, apply_feature_contract, check_feature_sizes
 from .registry import ConfigError
+from .shape import Shape
+
+logger = logging.getLogger(__name__)
 
 ModelInput = Union[torch.Tensor, Mapping[str, torch.Tensor], Sequence[torch.Tensor]]
 
@@ -74,8 +78,8 @@ class StitchModel(nn.Module):
         """The FeatureInput layers, in model order (the order of list inputs and of exported inputs)."""
         return [self.model[i] for i in self._feature_layers]
 
-    def feature_contract(self) -> dict[str, dict[str, int]]:
-        """``{key: {"channels": c, "stride": s}}`` of the external maps this model takes (empty: images only)."""
+    def feature_contract(self) -> dict[str, Shape]:
+        """``{key: Shape}`` of the external maps this model takes (empty: images only)."""
         return {str(m.key): m.contract() for m in self.feature_inputs}
 
     def example_input(self, height: int, width: int | None = None) -> ModelInput:
@@ -145,7 +149,7 @@ class StitchModel(nn.Module):
         return image, dict(zip(self._feature_layers, tensors))
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict[str, Any]:
-        """Print the layer table and a stock-style summary line; return the figures."""
+        """Log the layer table and a stock-style summary line (the CLI shows them); return the figures."""
         from .summary import model_summary
 
         return model_summary(self, imgsz=imgsz, verbose=verbose)
@@ -153,19 +157,19 @@ class StitchModel(nn.Module):
 
 def build_model(cfg: str | Path | dict[str, Any], nc: int | None = None, ch: int | None = None,
                 kpt_shape: list[int] | None = None,
-                features: Mapping[str, Mapping[str, int]] | None = None) -> StitchModel:
+                features: Mapping[str, Shape] | None = None) -> StitchModel:
     """Build a model from a YAML path, a built-in model name (``yolov5s.yaml``) or a config dict.
 
     ``nc``, ``ch`` and ``kpt_shape`` override the config's class count, input channels and keypoint shape
-    (``kpt_shape`` only where the config uses keypoints). ``features`` (``{key: {"channels", "stride"}}``, a
+    (``kpt_shape`` only where the config uses keypoints). ``features`` (``{key: Shape}``, a
     cache's or extractor's contract) fits the FeatureInput rows to the maps it describes; what changed is
-    printed.
+    logged.
     """
     config, source = load_model_config(cfg)
     if features is not None:
         config, notes = apply_feature_contract(config, features)
         for note in notes:
-            print(f"{source}: {note}")
+            logger.info("%s: %s", source, note)
     if nc is not None and nc != config.get("nc"):
         config["nc"] = int(nc)
     if kpt_shape is not None and "kpt_shape" in config:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 def gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float | None:
@@ -46,12 +49,13 @@ def model_summary(model: nn.Module, imgsz: int = 640, verbose: bool = True) -> d
     if flops is not None:
         line += f", {flops:.1f} GFLOPs at {imgsz}"
     if verbose:
-        print(f"{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<24}{'arguments':<30}{'out (c, stride)':>16}")
+        header = f"{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<24}{'arguments':<30}{'out (c, stride)':>16}"
+        logger.info(header)
         for layer in getattr(model, "layers", []):
             params = sum(p.numel() for p in layer.module.parameters())
             src = layer.sources[0] if layer.single else layer.sources
             out = f"{layer.shape.channels}, {layer.shape.stride}" if layer.shape else "-"
-            print(f"{layer.index:>3}{str(src):>18}{layer.number:>3}{params:10.0f}  {layer.module_name:<24}"
-                  f"{str(layer.args):<30}{out:>16}")
-        print(line)
+            logger.info(f"{layer.index:>3}{str(src):>18}{layer.number:>3}{params:10.0f}  {layer.module_name:<24}"
+                        f"{str(layer.args):<30}{out:>16}")
+        logger.info(line)
     return {"layers": n_layers, "parameters": n_params, "gradients": n_grads, "gflops": flops, "summary": line}

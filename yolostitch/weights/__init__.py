@@ -13,7 +13,7 @@ from ..models import StitchModel, build_model
 from ..errors import WeightsError
 from .checkpoint import atomic_save, checkpoint_dict, is_own_checkpoint, save_checkpoint
 from .classes import Names, describe_transfer, detect_rows, match_class_names, name_list
-from .stock import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
+from .stock_checkpoint import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
 
 LOGGER = logging.getLogger("yolostitch")
 
@@ -29,12 +29,20 @@ class Weights:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def read_weights(path: str | Path) -> Weights:
-    """Read a yolostitch checkpoint or a stock YOLOv5 ``.pt`` without running any code from it."""
+def read_checkpoint(path: str | Path) -> Any:
+    """What a weights file holds, as saved: the one reader every checkpoint goes through (``read_weights``,
+    ``--resume``). ``torch.load(weights_only=True)`` with stock classes as inert stand-ins; anything else a
+    pickle names is refused before it can run."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    obj = load_pickle_safely(path)
+    return load_pickle_safely(path)
+
+
+def read_weights(path: str | Path) -> Weights:
+    """Read a yolostitch checkpoint or a stock YOLOv5 ``.pt`` without running any code from it."""
+    path = Path(path)
+    obj = read_checkpoint(path)
     if is_own_checkpoint(obj):
         meta = {k: v for k, v in obj.items() if k in ("epoch", "date", "format_version", "features")}
         return Weights(obj["config"], obj["model"], obj.get("names") or {}, "yolostitch", meta)
@@ -153,5 +161,5 @@ def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
 
 
 __all__ = ["Weights", "atomic_save", "checkpoint_dict", "describe_transfer", "layer_correspondence", "load_model",
-           "load_pickle_safely", "match_class_names", "read_stock_checkpoint", "read_weights", "save_checkpoint",
-           "transfer_weights"]
+           "load_pickle_safely", "match_class_names", "read_checkpoint", "read_stock_checkpoint", "read_weights",
+           "save_checkpoint", "transfer_weights"]

@@ -58,7 +58,7 @@ def _export(data: str | Path, dest: Path, to_lines: Callable[[ImageLabels], list
             continue
         scan = scan_split(cfg.splits[split], cfg.nc, cfg.kpt_shape)
         for problem in scan.problems:
-            print(f"  {split}: skipped {problem.file}: {problem.reason}")
+            LOGGER.info("  %s: skipped %s: %s", split, problem.file, problem.reason)
         labels = sorted(scan.labels, key=lambda lab: lab.im_file)[:limits.get(split)]
         images, label_dir = dest / "images" / split, dest / "labels" / split
         shutil.rmtree(images, ignore_errors=True)

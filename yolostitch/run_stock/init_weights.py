@@ -47,7 +47,7 @@ def read_for_stock(path: str | Path) -> CheckpointModel:
     ``ema``), or of a yolostitch checkpoint (its config and weights; our Detect layout is stock's)."""
     from ..weights import load_pickle_safely
     from ..weights.checkpoint import is_own_checkpoint
-    from ..weights.stock import StockObject, is_stock_checkpoint, module_state_dict
+    from ..weights.stock_checkpoint import StockObject, is_stock_checkpoint, module_state_dict
 
     obj = load_pickle_safely(path)
     if is_own_checkpoint(obj):

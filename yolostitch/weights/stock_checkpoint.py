@@ -1,4 +1,5 @@
-"""Read stock YOLOv5 ``.pt`` files (whole pickled models) without running any of their code.
+"""Read stock YOLOv5 ``.pt`` files (whole pickled models) without running any of their code (running stock
+YOLOv5 itself, for compare, is :mod:`yolostitch.run_stock`).
 
 Stock checkpoints pickle a whole ``models.yolo.Model``. We unpickle them with torch's own restricted
 ``weights_only`` unpickler, in which the only classes that exist are inert stand-ins registered under the

@@ -3,7 +3,7 @@
 Stock runs as it comes, apart from its network and account hooks, which become no-ops (``_stub_network``),
 and with every internet connection refused (``forbid_network``). It runs in a child process because its
 ``init_seeds`` switches on ``torch.use_deterministic_algorithms`` process-wide and its imports change global
-state. The parent calls :func:`run_child`; the child (``python -m yolostitch.stock.runner SPEC.json``) calls
+state. The parent calls :func:`run_child`; the child (``python -m yolostitch.run_stock.runner SPEC.json``) calls
 :func:`train_stock` and writes the result next to the spec.
 """
 
@@ -214,7 +214,7 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
-def run_child(spec: dict[str, Any], log: Path, module: str = "yolostitch.stock.runner") -> dict[str, Any]:
+def run_child(spec: dict[str, Any], log: Path, module: str = "yolostitch.run_stock.runner") -> dict[str, Any]:
     """Run ``python -m module SPEC.json`` with its output in ``log``; return the JSON result it writes.
 
     Raises RuntimeError with the log's last lines if the child fails."""
@@ -239,7 +239,7 @@ def child_main(spec_path: str, train: Callable, load: Callable, predictor: Calla
     spec = json.loads(Path(spec_path).read_text())
     result = train(spec)
     if spec.get("measure"):
-        from ..compare.measure import latency_ms, read_images
+        from ..latency import latency_ms, read_images
 
         model = load(result["last"], result["cfg"])
         result.update(stock_costs(model, spec["imgsz"]))

@@ -1,6 +1,6 @@
 """Stock YOLOv5-seg (the ``yolov5`` package's ``segment/train.py`` and ``segment/val.py``) as a reference row.
 
-Runs like the detection reference in :mod:`.runner`: in a child process (``python -m yolostitch.stock.segment
+Runs like the detection reference in :mod:`.runner`: in a child process (``python -m yolostitch.run_stock.segment
 SPEC.json``, started by :func:`.runner.run_child`), offline, with stock's network/account hooks stubbed, on a
 polygon export of our data (:func:`.data.export_segmentation`). Stock-seg's training loop has its callbacks
 commented out, so the metrics are taken from its own ``segment/val.py`` ``run`` as the loop calls it: each
