@@ -57,7 +57,7 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
         from ..plugins import plugin_hint
 
         raise WeightsError(f"{path} was trained with plugins {meta['plugins']}: pass {plugin_hint(meta['plugins'])} "
-                           f"to load it ({e})") from None
+                           f"to load it ({str(e).split('. ')[0]})") from None
     missing, unexpected = _compare_keys(model.state_dict(), state)
     if missing or unexpected:
         raise WeightsError(f"{path}: the {kind} weights do not fit the architecture in its own config: "
