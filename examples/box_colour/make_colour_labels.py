@@ -13,11 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from colour_task import COLOURS, colour_file  # noqa: E402
+from yolostitch.data.config import load_data_config
+from yolostitch.data.scan import scan_split
+from yolostitch.plugins import load_plugin
 
-from yolostitch.data.config import load_data_config  # noqa: E402
-from yolostitch.data.scan import scan_split  # noqa: E402
+plugin = load_plugin(str(Path(__file__).with_name("colour_task.py")))  # the same module --plugin loads
+COLOURS, colour_file = plugin.COLOURS, plugin.colour_file
 
 GREY_SATURATION, DARK_VALUE = 60, 50  # OpenCV HSV (0-255): below these an object reads as grey/black
 
