@@ -50,7 +50,7 @@ def colour_data(tmp_path):
         from yolostitch.data.scan import scan_split
 
         for split in ("train", "val"):
-            for labels in scan_split([root / "images" / split], 5).labels:
+            for labels in scan_split([root / "images" / split], 5, [5, 3]).labels:
                 path = colour_file(labels.im_file)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("\n".join(map(str, instance_colours(labels))) + "\n")
