@@ -31,6 +31,7 @@ from yolostitch.data.config import load_data_config  # noqa: E402
 from yolostitch.data.dataset import MultiTaskDataset, collate  # noqa: E402
 from yolostitch.data.scan import scan_split  # noqa: E402
 from yolostitch.engine.predict import assemble_masks, postprocess  # noqa: E402
+from yolostitch.tasks import tasks_of  # noqa: E402
 from yolostitch.engine.trainer import TrainOptions, load_hyp, train  # noqa: E402
 from yolostitch.losses import ComputeLoss  # noqa: E402
 
@@ -74,7 +75,7 @@ class Runner:
         with torch.no_grad():
             for x in self.images:
                 for det in postprocess(self.model(x), 0.25, 0.45, nc=self.model.nc, max_det=300,
-                                       kpt_shape=self.model.kpt_shape):
+                                       tasks=tasks_of(self.model)):
                     det.masks(x.shape[2:])
         self.infer_s = min(self.infer_s, (time.perf_counter() - start) / self.n_images)
 

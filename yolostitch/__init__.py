@@ -2,6 +2,7 @@
 
 from . import _env  # noqa: F401  (must run before anything imports ultralytics)
 from . import heads  # noqa: F401  (registers the heads)
+from . import tasks  # noqa: F401  (registers the built-in tasks)
 from .models import ConfigError, Row, Shape, StitchModel, build_model, register_module, registered_names
 from .weights import load_model
 

@@ -98,7 +98,7 @@ def test_amp_off_gives_exactly_the_fp32_outputs():
     padded, ratio_pad = letterbox(_image(), 96, detector.stride)
     x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
     with torch.no_grad():
-        det = postprocess(model(x), 0.0, detector.iou_thres, nc=3, max_det=detector.max_det, kpt_shape=[4, 3])[0]
+        det = postprocess(model(x), 0.0, detector.iou_thres, nc=3, max_det=detector.max_det)[0]
     for h in hooks:
         h.remove()
     assert torch.equal(result["conf"], det.conf) and torch.equal(result["cls"], det.cls.long())

@@ -14,7 +14,7 @@ def test_nms_keeps_each_rows_coefficients_and_keypoints_with_its_box():
     coefficients = torch.arange(n * nm, dtype=torch.float32).view(1, n, nm)  # row r: 3r, 3r+1, 3r+2
     keypoints = torch.arange(n * k * 3, dtype=torch.float32).view(1, n, k * 3) + 1000
     outputs = {"det": (decoded, []), "seg": (coefficients, torch.zeros(1, nm, 4, 4)), "kpt": (keypoints, [])}
-    (det,) = postprocess(outputs, conf_thres=0.25, iou_thres=0.5, kpt_shape=[k, 3])
+    (det,) = postprocess(outputs, conf_thres=0.25, iou_thres=0.5)
     assert det.conf.tolist() == [0.949999988079071, 0.8999999761581421, 0.8500000238418579]
     rows = [3, 0, 4]  # the kept rows, best first; 1 and 2 lose to an overlapping better box; 5 is below conf
     torch.testing.assert_close(det.coefficients, coefficients[0, rows])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from yolostitch.heads import Detect
+from yolostitch.heads.outputs import AnchorRows
 
 ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119]]
 
@@ -41,10 +42,13 @@ def test_bias_prior(nc):
         torch.testing.assert_close(b[:, 5:] - b0[:, 5:], torch.full((3, nc), math.log(0.6 / (nc - 0.99999))))
 
 
-def test_export_mode_returns_decoded_only():
+def test_export_mode_keeps_the_decoded_rows_and_no_maps():
     head = Detect(nc=1, anchors=ANCHORS, channels=[4, 4], strides=[8, 16]).eval()
     feats = [torch.randn(1, 4, 4, 4), torch.randn(1, 4, 2, 2)]
     decoded, maps = head([f.clone() for f in feats])
+    assert len(maps) == 2
     head.export = True
-    torch.testing.assert_close(head([f.clone() for f in feats]), decoded)
+    exported = head([f.clone() for f in feats])
+    assert isinstance(exported, AnchorRows) and exported.maps == []
+    torch.testing.assert_close(exported.rows, decoded)
     assert decoded.shape == (1, 3 * (16 + 4), 6)

@@ -15,6 +15,7 @@ from .console import show_library_log
 
 COMMANDS = {"train": train, "val": val, "detect": detect, "extract": extract, "info": info, "check-data": check_data,
             "export": export, "compare": compare}
+PLUGIN_COMMANDS = ("train", "val", "detect", "export")  # the commands that build models from configs/checkpoints
 
 
 def summary(module: ModuleType) -> str:
@@ -31,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolostitch", description="YOLOv5 model stitching")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
-        module.add_arguments(sub.add_parser(name, help=summary(module), description=summary(module)))
+        command = sub.add_parser(name, help=summary(module), description=summary(module))
+        module.add_arguments(command)
+        if name in PLUGIN_COMMANDS:
+            command.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                                 help="load this plugin first (a .py file or a module name) to add its tasks and "
+                                      "heads; repeat for several. Checkpoints trained with one need it again")
     return parser
 
 
@@ -45,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_library_log()
     try:
+        if getattr(args, "plugin", None):
+            from ..plugins import load_plugins
+
+            load_plugins(args.plugin)
         return COMMANDS[args.command].run(args)
     except Exception as e:
         from ..engine import distributed

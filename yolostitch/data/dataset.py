@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -28,6 +29,16 @@ OUTLINE_CACHE_BYTES = 256 * 2**20  # per process: resampled polygons kept betwee
 PER_INSTANCE = ("cls", "bboxes", "has_mask", "masks", "keypoints")
 
 
+@dataclass(frozen=True)
+class InstanceField:
+    """Extra per-instance label columns a task declares (see ``yolostitch.tasks.Task.instance_fields``):
+    ``read(labels)`` gives one image's (instances, width) values; samples and batches carry them as ``name``."""
+
+    name: str
+    width: int
+    read: Callable[[ImageLabels], np.ndarray]
+
+
 class MultiTaskDataset(Dataset):
     """Images and labels from a scan, letterboxed (validation) or augmented (training)."""
 
@@ -38,8 +49,10 @@ class MultiTaskDataset(Dataset):
                  hyp: dict[str, float] | None = None, kpt_shape: Sequence[int] | None = None,
                  flip_idx: Sequence[int] | None = None, mask_ratio: int = 4, use_masks: bool | None = None,
                  rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5,
-                 cache_images: bool = False, cache_bytes: int = 2 * 2**30):
+                 cache_images: bool = False, cache_bytes: int = 2 * 2**30,
+                 instance_fields: Sequence[InstanceField] = ()):
         self.labels = list(labels)
+        self.instance_fields = list(instance_fields)
         self.imgsz, self.augment, self.mask_ratio = imgsz, augment, mask_ratio
         self.kpt_shape = list(kpt_shape) if kpt_shape else None
         self.flip_idx = list(flip_idx) if flip_idx else None
@@ -76,12 +89,24 @@ class MultiTaskDataset(Dataset):
         label = {
             "im_file": lab.im_file, "ori_shape": (h0, w0), "resized_shape": (h, w), "img": img,
             "ratio_pad": (h / h0, w / w0),
-            "cls": np.stack([lab.cls, has_mask], 1).astype(np.float32).reshape(-1, 2),
+            "cls": self._class_columns(lab, has_mask),
             "instances": Instances(lab.bboxes.copy(), segments, keypoints, bbox_format="xywh", normalized=True),
         }
         if self.rect_shapes is not None:
             label["rect_shape"] = self.rect_shapes[index]
         return label
+
+    def _class_columns(self, lab: ImageLabels, has_mask: np.ndarray) -> np.ndarray:
+        """(n, 2 + extra) class, has-mask mark, then each task's extra label columns: transforms index ``cls``
+        row-wise (mosaic concatenates it, affine filters it), so extra values follow their instance."""
+        columns = [lab.cls[:, None], has_mask[:, None]]
+        for f in self.instance_fields:
+            values = np.asarray(f.read(lab), np.float32).reshape(len(lab), f.width)
+            columns.append(values)
+        return np.concatenate(columns, 1).astype(np.float32).reshape(-1, 2 + self._extra_width())
+
+    def _extra_width(self) -> int:
+        return sum(f.width for f in self.instance_fields)
 
     def _outlines_of(self, index: int, lab: ImageLabels) -> np.ndarray:
         """(N, SEGMENT_POINTS, 2) polygons; an instance without one gets its box outline (see augment.py)."""
@@ -146,7 +171,7 @@ class MultiTaskDataset(Dataset):
         instances: Instances = labels["instances"]
         instances.convert_bbox(format="xyxy")
         instances.denormalize(w, h)
-        cls = labels["cls"].reshape(-1, 2)
+        cls = labels["cls"].reshape(-1, 2 + self._extra_width())
         has_mask = cls[:, 1] > 0
         sample = {
             "img": torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))),
@@ -162,6 +187,12 @@ class MultiTaskDataset(Dataset):
         sample["bboxes"] = torch.from_numpy(instances.bboxes.astype(np.float32)).reshape(-1, 4)
         if self.use_keypoints:
             sample["keypoints"] = torch.from_numpy(instances.keypoints.astype(np.float32))
+        start = 2
+        for f in self.instance_fields:
+            sample[f.name] = torch.from_numpy(np.ascontiguousarray(cls[:, start:start + f.width]))
+            start += f.width
+        if self.instance_fields:
+            sample["instance_fields"] = [f.name for f in self.instance_fields]
         return sample
 
     def _rasterise(self, segments: np.ndarray, has_mask: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -209,7 +240,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch["img"] = torch.stack([s["img"] for s in samples])
     if "features" in samples[0]:
         batch["features"] = {k: torch.stack([s["features"][k] for s in samples]) for k in samples[0]["features"]}
-    for key in PER_INSTANCE:
+    for key in (*PER_INSTANCE, *samples[0].get("instance_fields", ())):
         if key in samples[0]:
             batch[key] = torch.cat([s[key] for s in samples])
     batch["batch_idx"] = torch.cat([torch.full((len(s["cls"]),), i, dtype=torch.long) for i, s in enumerate(samples)])

@@ -156,7 +156,8 @@ class FeatureDataset(MultiTaskDataset):
 
     def __init__(self, labels: Sequence[ImageLabels], cache: FeatureCache, augment: bool = False,
                  hyp: dict[str, float] | None = None, kpt_shape: Sequence[int] | None = None,
-                 flip_idx: Sequence[int] | None = None, mask_ratio: int = 4, use_masks: bool | None = None):
+                 flip_idx: Sequence[int] | None = None, mask_ratio: int = 4, use_masks: bool | None = None,
+                 instance_fields: Sequence = ()):
         kept, self.entries, skipped = cache.select(labels)
         for line in skipped:
             LOGGER.warning(f"skipped {line}")
@@ -166,7 +167,7 @@ class FeatureDataset(MultiTaskDataset):
         self.skipped = skipped
         self.cache = cache
         super().__init__(kept, imgsz=cache.imgsz, augment=False, kpt_shape=kpt_shape, flip_idx=flip_idx,
-                         mask_ratio=mask_ratio, use_masks=use_masks)
+                         mask_ratio=mask_ratio, use_masks=use_masks, instance_fields=instance_fields)
         self.fliplr = float((hyp or {}).get("fliplr", 0.5)) if augment and cache.has_flips else 0.0
         self.flipper = RandomFlip(direction="horizontal", p=1.0, flip_idx=self.flip_idx)
         self._checked: set[int] = set()

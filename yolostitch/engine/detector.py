@@ -8,10 +8,11 @@ back to the original image: boxes, masks (at the original resolution) and keypoi
 A result is a plain dict of CPU tensors in original-image pixels::
 
     {"im_file", "frame" (video frame, 1-based; None for images), "shape" (h0, w0), "input_shape" (h, w),
-     "boxes" (n, 4) xyxy, "conf" (n,), "cls" (n,) int64,
-     "masks" (n, h0, w0) bool            # models with a "seg" head
-     "keypoints" (n, K, D) x y [vis]     # models with a "kpt" head; vis is a probability
-     "image_classes" (nc,)               # models with a "cls" head: image-level class probabilities
+     "boxes" (n, 4) xyxy, "conf" (n,), cls (n,) int64,     # the detection task's fields
+     "masks" (n, h0, w0) bool            # models with an instance-mask head
+     "keypoints" (n, K, D) x y [vis]     # models with a keypoint head; vis is a probability
+     "image_classes" (nc,)               # models with an image-class head: image-level class probabilities
+     ...                                 # each other task's fields (see yolostitch.tasks)
      "save_path", "txt_path"}            # where the drawing / label file went (None if not saved)
 """
 
@@ -31,11 +32,11 @@ import torch
 from torch import nn
 
 from ..data.scan import IMAGE_SUFFIXES
-from .plots import colour
+from ..tasks import CLASS_FIELD, TASKS, tasks_of
+from .draw import rows
 from .precision import precision_for, to_float
 from ..errors import FlagError, SetupError
-from .postprocess import scale_boxes
-from .predict import assemble_masks, postprocess, unletterbox_masks, unletterbox_points
+from .predict import postprocess
 from .runs import increment_path, select_device
 
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
@@ -164,9 +165,11 @@ class Detector:
 
             self.model = load_model(weights, device=self.device)
             fuse_conv_bn(self.model)  # as stock detect.py (a model passed in is left as it is)
-        heads = getattr(self.model, "heads", {})
-        if "det" not in heads:
-            raise FlagError(f"detect needs a model with a detection head; this one has {sorted(heads) or 'none'}")
+        self.tasks = tasks_of(self.model)
+        self.anchor = next((t for t in self.tasks if t.anchor), None)
+        if self.anchor is None:
+            raise FlagError(f"detect needs a model with a detection head; this one has "
+                            f"{sorted(getattr(self.model, 'heads', {})) or 'none'}")
         self.names: dict[int, str] = dict(getattr(self.model, "names", {}) or {})
         self.stride = max(int(torch.as_tensor(self.model.stride).max()), 1)
         self.imgsz = math.ceil(imgsz / self.stride) * self.stride
@@ -176,9 +179,6 @@ class Detector:
         self.conf_thres, self.iou_thres, self.max_det = conf_thres, iou_thres, max_det
         self.classes = None if classes is None else [int(c) for c in classes]
         self.agnostic = agnostic_nms
-        self.kpt_shape = None
-        if "kpt" in heads:
-            self.kpt_shape = getattr(self.model.model[heads["kpt"]], "kpt_shape", None) or self.model.kpt_shape
         self.skeleton = _skeleton_of(self.model)
         from .features import feature_source
 
@@ -209,9 +209,9 @@ class Detector:
             outputs = to_float(self.model(self.precision.prepare(x)))  # NMS and scaling in fp32
         t2 = time.perf_counter()
         if self.classes is not None:
-            outputs = self._keep_classes(outputs)
+            outputs = {**outputs, self.anchor.key: self.anchor.keep_classes(outputs[self.anchor.key], self.classes)}
         det = postprocess(outputs, self.conf_thres, self.iou_thres, nc=getattr(self.model, "nc", None),
-                          agnostic=self.agnostic, max_det=self.max_det, kpt_shape=self.kpt_shape)[0]
+                          agnostic=self.agnostic, max_det=self.max_det, tasks=self.tasks)[0]
         t3 = time.perf_counter()
         self.times["preprocess"] += t1 - t0
         self.times["inference"] += t2 - t1
@@ -219,16 +219,10 @@ class Detector:
         self.seen += 1
 
         shape0 = image.shape[:2]
-        result: dict[str, Any] = {
-            "im_file": None, "frame": None, "shape": tuple(shape0), "input_shape": shape,
-            "boxes": scale_boxes(det.boxes.float(), shape, shape0, ratio_pad).cpu(),
-            "conf": det.conf.float().cpu(), "cls": det.cls.long().cpu(), "inference_ms": (t2 - t1) * 1000}
-        if det.coefficients is not None and det.protos is not None:
-            result["masks"] = _original_masks(det, shape, shape0, ratio_pad)
-        if det.keypoints is not None:
-            result["keypoints"] = unletterbox_points(det.keypoints.float(), shape0, shape, ratio_pad).cpu()
-        if det.image_classes is not None:
-            result["image_classes"] = det.image_classes.float().cpu()
+        result: dict[str, Any] = {"im_file": None, "frame": None, "shape": tuple(shape0), "input_shape": shape}
+        for task in self.tasks:
+            result.update(task.original_fields(det, shape, shape0, ratio_pad))
+        result["inference_ms"] = (t2 - t1) * 1000
         return result
 
     def _cached_maps(self, im_file: str | Path | None) -> tuple[dict[str, torch.Tensor], tuple, tuple]:
@@ -238,31 +232,10 @@ class Detector:
         maps = {k: v[None].to(self.device).float() for k, v in self.cache.load(entry).items()}
         return maps, (self.cache.imgsz, self.cache.imgsz), entry.ratio_pad
 
-    def _keep_classes(self, outputs: dict[str, Any]) -> dict[str, Any]:
-        """Drop, before NMS, every anchor whose best class is not wanted (stock's ``--classes``: a box is not
-        relabelled as its best allowed class, it goes)."""
-        det = outputs["det"]
-        decoded = (det[0] if isinstance(det, (tuple, list)) else det).clone()
-        nc = decoded.shape[-1] - 5
-        wanted = torch.zeros(nc, dtype=torch.bool, device=decoded.device)
-        wanted[[c for c in self.classes if 0 <= c < nc]] = True
-        decoded[..., 4] *= wanted[decoded[..., 5:].argmax(-1)]
-        return {**outputs, "det": (decoded, *det[1:]) if isinstance(det, (tuple, list)) else decoded}
-
     def speed_line(self) -> str:
         t = {k: v * 1000 / max(self.seen, 1) for k, v in self.times.items()}
         return (f"Speed: {t['preprocess']:.1f}ms pre-process, {t['inference']:.1f}ms inference, {t['nms']:.1f}ms NMS "
                 f"per image at shape (1, 3, {self.imgsz}, {self.imgsz})")
-
-
-def _original_masks(det: Any, shape: tuple, shape0: tuple, ratio_pad: tuple, chunk: int = 32) -> torch.Tensor:
-    """(n, h0, w0) bool masks on the original image, made ``chunk`` instances at a time so the float
-    intermediates (n x image size each) stay small however many instances an image holds."""
-    parts = [torch.zeros((0, *shape0), dtype=torch.bool)]
-    for i in range(0, len(det), chunk):
-        masks = assemble_masks(det.protos, det.coefficients[i:i + chunk], det.boxes[i:i + chunk], shape)
-        parts.append(unletterbox_masks(masks, shape0, ratio_pad).cpu())
-    return torch.cat(parts)
 
 
 def _skeleton_of(model: nn.Module) -> list[tuple[int, int]] | None:
@@ -282,85 +255,19 @@ def draw(image: np.ndarray, result: dict[str, Any], names: dict[int, str] | Sequ
          mask_alpha: float = 0.5) -> np.ndarray:
     """A copy of ``image`` (BGR, the original the result refers to) with the result drawn on it.
 
-    Masks as translucent class-coloured fills, boxes with class-coloured labels, keypoints as dots (those with
-    a visibility probability <= ``kpt_threshold`` left out) joined by ``skeleton`` pairs, and image-level class
-    probabilities in the top-left corner. Text is cv2's built-in Hershey font: no font file is loaded.
+    Every registered task draws its fields, lowest ``draw_layer`` first: masks as translucent class-coloured
+    fills, boxes with class-coloured labels, keypoints as dots (those with a visibility probability <=
+    ``kpt_threshold`` left out) joined by ``skeleton`` pairs, image-level class probabilities in the top-left
+    corner. Text is cv2's built-in Hershey font: no font file is loaded.
     """
     im = image.copy()
     names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names or {})
     h0, w0 = im.shape[:2]
-    lw = line_thickness or max(round((h0 + w0) / 2 * 0.003), 2)
-    cls = [int(c) for c in result["cls"]]
-    masks = result.get("masks")
-    if masks is not None and len(masks):
-        for j in reversed(range(len(cls))):  # best detection painted last, on top
-            m, c = masks[j], cls[j]
-            region = (m.numpy() if torch.is_tensor(m) else np.asarray(m)).astype(bool)
-            if region.shape != (h0, w0):
-                continue
-            im[region] = (im[region] * (1 - mask_alpha) + np.array(colour(c)) * mask_alpha).astype(np.uint8)
-    for box, conf, c in zip(_rows(result["boxes"]), _rows(result["conf"]), cls):
-        p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
-        cv2.rectangle(im, p1, p2, colour(c), lw, cv2.LINE_AA)
-        if not hide_labels:
-            label = names.get(c, str(c)) + ("" if hide_conf else f" {float(conf):.2f}")
-            _label(im, label, p1, colour(c), lw)
-    keypoints = result.get("keypoints")
-    if keypoints is not None and len(keypoints):
-        radius = max(lw, 2)
-        for kpts in _rows(keypoints):
-            kpts = np.asarray(kpts, dtype=np.float64)
-            seen = kpts[:, 2] > kpt_threshold if kpts.shape[1] > 2 else np.ones(len(kpts), bool)
-            for a, b in skeleton or ():
-                if 0 <= a < len(kpts) and 0 <= b < len(kpts) and seen[a] and seen[b]:
-                    cv2.line(im, _pt(kpts[a]), _pt(kpts[b]), colour(a + 5), max(lw // 2, 1), cv2.LINE_AA)
-            for k, (point, visible) in enumerate(zip(kpts, seen)):
-                if visible:
-                    cv2.circle(im, _pt(point), radius, colour(k + 5), -1, cv2.LINE_AA)
-    probs = result.get("image_classes")
-    if probs is not None and len(probs):
-        _class_list(im, probs, names, lw)
+    style = {"names": names, "lw": line_thickness or max(round((h0 + w0) / 2 * 0.003), 2), "hide_labels": hide_labels,
+             "hide_conf": hide_conf, "skeleton": skeleton, "kpt_threshold": kpt_threshold, "mask_alpha": mask_alpha}
+    for cls in sorted(TASKS, key=lambda c: c.draw_layer):
+        cls.draw(im, result, style)
     return im
-
-
-def _rows(x: Any) -> list:
-    return x.tolist() if hasattr(x, "tolist") else list(x)
-
-
-def _pt(point: Sequence[float]) -> tuple[int, int]:
-    return int(round(float(point[0]))), int(round(float(point[1])))
-
-
-def _text_contrast(bg: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black or white, whichever reads better on ``bg`` (BGR)."""
-    b, g, r = bg
-    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
-
-
-def _label(im: np.ndarray, text: str, corner: tuple[int, int], bg: tuple[int, int, int], lw: int) -> None:
-    """``text`` on a filled ``bg`` tab above the box corner (inside the box when there is no room above)."""
-    scale, thick = lw / 3, max(lw - 1, 1)
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    x, y = corner
-    above = y - th - base - 3 >= 0
-    top = y - th - base - 3 if above else y
-    cv2.rectangle(im, (x, top), (x + tw + 2, top + th + base + 3), bg, -1, cv2.LINE_AA)
-    cv2.putText(im, text, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_contrast(bg), thick,
-                cv2.LINE_AA)
-
-
-def _class_list(im: np.ndarray, probs: Any, names: dict[int, str], lw: int, top_k: int = 5) -> None:
-    """The ``top_k`` image-level classes with their probabilities, one per line, in the top-left corner."""
-    p = torch.as_tensor(probs).float()
-    order = p.argsort(descending=True)[:top_k].tolist()
-    scale, thick = lw / 3, max(lw - 1, 1)
-    y = 0
-    for i in order:
-        text = f"{names.get(i, str(i))} {float(p[i]):.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        cv2.rectangle(im, (0, y), (tw + 8, y + th + base + 6), (255, 255, 255), -1)
-        cv2.putText(im, text, (4, y + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
-        y += th + base + 6
 
 
 # ------------------------------------------------------------------------------------------ label files
@@ -368,55 +275,29 @@ def _class_list(im: np.ndarray, probs: Any, names: dict[int, str], lw: int, top_
 def label_lines(result: dict[str, Any], save_conf: bool = False) -> list[str]:
     """YOLO txt lines of a result, normalised by the original image size, in this package's label forms.
 
-    ``cls cx cy w h``; with keypoints ``... kx ky v`` per keypoint (``v`` 2 = visible, 0 = not: probability
-    > 0.5, else the keypoint is written ``0 0 0`` as labels mark absent ones; just ``kx ky`` when the model
-    predicts no visibility); with masks the largest outer contour of each mask as a polygon: ``cls x1 y1 x2
-    y2 ...`` (segmentation only) or after the keypoints (the multi-task line, see ``data.labels``). An
-    instance whose mask is empty keeps its box. ``save_conf`` appends the confidence (the line is then a
-    prediction record, no longer a training label).
+    ``cls cx cy w h``, then each task's values in ``label_order``: with keypoints ``kx ky v`` per keypoint
+    (``v`` 2 = visible, 0 = not), with masks the largest outer contour of each mask as a polygon, giving the
+    multi-task line (see ``data.labels``); a task whose values alone make a line (the polygon of a
+    segmentation-only model) replaces the box. An instance whose mask is empty keeps its box. ``save_conf``
+    appends the confidence (the line is then a prediction record, no longer a training label).
     """
     h0, w0 = result["shape"]
     scale = np.array([w0, h0], dtype=np.float64)
-    boxes = np.asarray(_rows(result["boxes"]), dtype=np.float64).reshape(-1, 4)
-    masks, keypoints = result.get("masks"), result.get("keypoints")
+    boxes = np.asarray(rows(result["boxes"]), dtype=np.float64).reshape(-1, 4)
+    order = sorted((cls for cls in TASKS if not cls.anchor), key=lambda c: c.label_order)
     lines = []
-    for j, (c, conf) in enumerate(zip(_rows(result["cls"]), _rows(result["conf"]))):
+    for j, (c, conf) in enumerate(zip(rows(result[CLASS_FIELD]), rows(result["conf"]))):
         x1, y1, x2, y2 = boxes[j]
-        box = [(x1 + x2) / 2 / w0, (y1 + y2) / 2 / h0, (x2 - x1) / w0, (y2 - y1) / h0]
-        polygon = _largest_contour(masks[j]) / scale if masks is not None else None
-        if polygon is not None and not len(polygon):
-            polygon = None  # empty mask: fall back to the box
-        values: list[float] = []
-        if keypoints is not None:
-            kpts = np.asarray(_rows(keypoints[j]), dtype=np.float64)
-            xy = kpts[:, :2] / scale
-            if kpts.shape[1] > 2:
-                visible = kpts[:, 2] > 0.5
-                xyv = np.concatenate([xy, np.where(visible, 2.0, 0.0)[:, None]], 1)
-                xyv[~visible] = 0
-                values = box + xyv.ravel().tolist()
-            else:
-                values = box + xy.ravel().tolist()
-            if polygon is not None:
-                values += polygon.ravel().tolist()
-        elif polygon is not None:
-            values = polygon.ravel().tolist()
+        values = [(x1 + x2) / 2 / w0, (y1 + y2) / 2 / h0, (x2 - x1) / w0, (y2 - y1) / h0]
+        parts = [(cls, v) for cls in order if (v := cls.label_values(result, j, scale)) is not None]
+        if len(parts) == 1 and parts[0][0].label_alone_replaces_box:
+            values = parts[0][1]
         else:
-            values = box
+            values += [x for _, v in parts for x in v]
         if save_conf:
             values = values + [float(conf)]
         lines.append(" ".join([str(int(c))] + [f"{v:.6g}" for v in values]))
     return lines
-
-
-def _largest_contour(mask: Any) -> np.ndarray:
-    """(M, 2) x, y pixel points of the mask's largest outer contour (by area); (0, 2) if it has < 3 points."""
-    m = (mask.numpy() if torch.is_tensor(mask) else np.asarray(mask)).astype(np.uint8)
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contours = [c for c in contours if len(c) >= 3]
-    if not contours:
-        return np.zeros((0, 2))
-    return max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
 
 
 # -------------------------------------------------------------------------------------------------- runs
@@ -471,7 +352,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                         writer, out = _video_writer(writers, save_dir, path, cap, drawn)
                         writer.write(drawn)
                         result["save_path"] = str(out)
-                if save_txt and len(result["cls"]):
+                if save_txt and len(result[CLASS_FIELD]):
                     result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
                     Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
             if verbose:
@@ -517,7 +398,7 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:
     """Stock's per-image count: ``2 circles, 1 star,`` (classes in index order)."""
-    counts = torch.bincount(torch.as_tensor(result["cls"]).long()) if len(result["cls"]) else torch.zeros(0)
+    counts = torch.bincount(torch.as_tensor(result[CLASS_FIELD]).long()) if len(result[CLASS_FIELD]) else torch.zeros(0)
     return " ".join(f"{n} {names.get(c, str(c))}{'s' * (n > 1)}," for c, n in enumerate(counts.tolist()) if n)
 
 

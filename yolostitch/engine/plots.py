@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from .predict import assemble_masks
-
-_PALETTE = np.array([(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
-                     (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
-                     (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
-                     (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255)], np.uint8)
-
-
-def colour(i: int) -> tuple[int, int, int]:
-    return tuple(int(v) for v in _PALETTE[i % len(_PALETTE)])
-
+from ..tasks import TASKS, Task
+from .draw import colour
 
 def draw_batch(batch: dict[str, Any], path: str | Path, names: dict[int, str] | None = None,
                max_images: int = 16) -> Path:
@@ -45,48 +36,25 @@ def draw_batch(batch: dict[str, Any], path: str | Path, names: dict[int, str] | 
 
 
 def _draw_instances(tile: np.ndarray, inst: dict[str, torch.Tensor], names: dict[int, str] | None) -> None:
-    h, w = tile.shape[:2]
-    if "masks" in inst and len(inst["masks"]):
-        for m, c, real in zip(inst["masks"], inst["cls"], inst["has_mask"]):
-            if real:
-                big = cv2.resize(m.numpy(), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-                tile[big] = (0.5 * tile[big] + 0.5 * np.array(colour(int(c)))).astype(np.uint8)
-    for j, (box, c) in enumerate(zip(inst["bboxes"], inst["cls"])):
-        cx, cy, bw, bh = (box * torch.tensor([w, h, w, h])).tolist()
-        p1, p2 = (round(cx - bw / 2), round(cy - bh / 2)), (round(cx + bw / 2), round(cy + bh / 2))
-        cv2.rectangle(tile, p1, p2, colour(int(c)), 1, cv2.LINE_AA)
-        label = (names or {}).get(int(c), str(int(c)))
-        if "conf" in inst:
-            label += f" {float(inst['conf'][j]):.2f}"
-        cv2.putText(tile, label, (p1[0], max(p1[1] - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3, colour(int(c)), 1,
-                    cv2.LINE_AA)
-        if "keypoints" in inst:
-            for k, (x, y, v) in enumerate(inst["keypoints"][j].tolist()):
-                if v > 0:
-                    centre = (round(x * w), round(y * h))
-                    cv2.circle(tile, centre, 3, colour(k + 5), -1 if v == 2 else 1, cv2.LINE_AA)
+    """Every registered task draws its fields of these instances (masks, then boxes, then keypoints...)."""
+    style = {"names": names or {}}
+    for cls in sorted(TASKS, key=lambda c: c.draw_layer):
+        cls.draw_labels(tile, inst, style)
 
 
-def predictions_as_batch(batch: dict[str, Any], dets: list, conf: float = 0.25) -> dict[str, Any]:
+def predictions_as_batch(batch: dict[str, Any], dets: list, tasks: Sequence[Task], conf: float = 0.25) -> dict[str, Any]:
     """The batch's images with predictions (:class:`~yolostitch.engine.predict.Detections`, network-input pixels)
-    in place of its labels, masks and keypoints included, for drawing."""
-    h, w = batch["img"].shape[2:]
+    in place of its labels, each of the model's ``tasks`` giving its fields, for drawing."""
+    size = batch["img"].shape[2:]
     kept = [(i, d, d.conf > conf) for i, d in enumerate(dets)]
-    boxes = torch.cat([d.boxes[k].cpu() for _, d, k in kept]) if kept else torch.zeros((0, 4))
-    xywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1) / torch.tensor([w, h, w, h])
-    out = {"img": batch["img"], "bboxes": xywh, "cls": torch.cat([d.cls[k].cpu() for _, d, k in kept]).long(),
-           "conf": torch.cat([d.conf[k].cpu() for _, d, k in kept]),
-           "batch_idx": torch.cat([torch.full((int(k.sum()),), i) for i, _, k in kept])}
-    if kept and kept[0][1].coefficients is not None:
-        out["masks"] = torch.cat([assemble_masks(d.protos, d.coefficients[k], d.boxes[k], (h, w)).cpu()
-                                  for _, d, k in kept]).to(torch.uint8)
-        out["has_mask"] = torch.ones(len(out["cls"]), dtype=torch.bool)
-    if kept and kept[0][1].keypoints is not None:
-        points = torch.cat([d.keypoints[k].cpu() for _, d, k in kept]).clone()
-        points[..., :2] /= torch.tensor([w, h])
-        if points.shape[-1] == 3:  # visibility probability -> drawn filled when likely visible, else not drawn
-            points[..., 2] = (points[..., 2] > 0.5).float() * 2
-        out["keypoints"] = points
+    out: dict[str, Any] = {"img": batch["img"],
+                           "batch_idx": torch.cat([torch.full((int(k.sum()),), i) for i, _, k in kept])}
+    parts: dict[str, list[torch.Tensor]] = {}
+    for _, d, k in kept:
+        for task in tasks:
+            for name, value in task.batch_fields(d, k, size).items():
+                parts.setdefault(name, []).append(value)
+    out.update({name: torch.cat(values) for name, values in parts.items()})
     return out
 
 

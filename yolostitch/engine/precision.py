@@ -149,6 +149,8 @@ def to_float(outputs: Any) -> Any:
         return outputs.float() if outputs.is_floating_point() else outputs
     if isinstance(outputs, dict):
         return {k: to_float(v) for k, v in outputs.items()}
+    if isinstance(outputs, tuple) and hasattr(outputs, "_fields"):  # a head's NamedTuple (heads.outputs)
+        return type(outputs)(*(to_float(v) for v in outputs))
     if isinstance(outputs, (list, tuple)):
         return type(outputs)(to_float(v) for v in outputs)
     return outputs

@@ -1,39 +1,44 @@
 """From a model's inference outputs to per-image detections carrying their masks and keypoints.
 
-The per-anchor branches' rows line up with the detection rows (see ``heads.per_anchor``), so their
-columns are appended to the detection's and one NMS keeps or drops each anchor's box, mask coefficients
-and keypoints together.
+The per-anchor tasks' rows line up with the detection rows (see ``heads.per_anchor``), so their
+columns are appended to the detection's and one NMS keeps or drops each anchor's box, mask coefficients,
+keypoints (any per-anchor task's columns) together.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..ops import box_crop
+from ..tasks.base import Task, anchor_of, tasks_for_outputs
 from .postprocess import letterbox_gain_pad, non_max_suppression
 
 
 @dataclass
 class Detections:
-    """One image's kept detections, best first, in network-input pixels."""
+    """One image's kept detections, best first, in network-input pixels, plus what each task attached to them
+    (``fields``, readable as attributes: ``coefficients``, ``protos``, ``keypoints``, ``image_classes``...; None
+    when the model has no such task)."""
 
     boxes: torch.Tensor  # (n, 4) x1 y1 x2 y2
     conf: torch.Tensor  # (n,)
     cls: torch.Tensor  # (n,) class index (float, as NMS returns it)
-    coefficients: torch.Tensor | None = None  # (n, nm) mask coefficients
-    protos: torch.Tensor | None = None  # (nm, ph, pw) this image's mask prototypes
-    keypoints: torch.Tensor | None = None  # (n, K, D): x, y in pixels [, visibility probability]
-    image_classes: torch.Tensor | None = None  # (nc,) image-level class probabilities
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "fields":
+            raise AttributeError(name)
+        return self.fields.get(name)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
     def masks(self, size: Sequence[int]) -> torch.Tensor | None:
-        """(n, h, w) bool masks at the network-input size ``size``; None without a segmentation branch."""
+        """(n, h, w) bool masks at the network-input size ``size``; None without mask coefficients."""
         if self.coefficients is None or self.protos is None:
             return None
         return assemble_masks(self.protos, self.coefficients, self.boxes, size)
@@ -45,33 +50,34 @@ class Detections:
 
 def postprocess(outputs: dict[str, Any], conf_thres: float = 0.25, iou_thres: float = 0.45, nc: int | None = None,
                 multi_label: bool = False, agnostic: bool = False, max_det: int = 300,
-                kpt_shape: Sequence[int] | None = None) -> list[Detections]:
-    """Decoded outputs of a model in eval mode -> one :class:`Detections` per image (one NMS for all branches)."""
-    decoded = outputs["det"][0] if isinstance(outputs["det"], (tuple, list)) else outputs["det"]
+                tasks: Sequence[Task] | None = None) -> list[Detections]:
+    """Eval outputs of a model -> one :class:`Detections` per image (one NMS for all tasks).
+
+    The anchor task's decoded rows are the boxes; every other task appends its per-anchor columns, which the NMS
+    keeps or drops with their row, and attaches its part to each image's detections. ``tasks``: the model's
+    (:func:`~yolostitch.tasks.tasks_of`), else found from the outputs' keys.
+    """
+    tasks = list(tasks) if tasks is not None else tasks_for_outputs(outputs)
+    anchor = anchor_of(tasks, "postprocess")
+    decoded = anchor.nms_rows(outputs[anchor.key])
     nc = decoded.shape[-1] - 5 if nc is None else nc
-    columns, protos, nm = [decoded[..., :5 + nc]], None, 0
-    if "seg" in outputs:
-        coefficients, protos = outputs["seg"]
-        nm = coefficients.shape[-1]
-        columns.append(coefficients)
-    k_cols = 0
-    if "kpt" in outputs:
-        keypoints = outputs["kpt"][0] if isinstance(outputs["kpt"], (tuple, list)) else outputs["kpt"]
-        k_cols = keypoints.shape[-1]
-        columns.append(keypoints)
+    columns, spans, start = [decoded[..., :5 + nc]], [], 6
+    for task in tasks:
+        if task is anchor:
+            continue
+        extra = task.nms_columns(outputs[task.key])
+        width = 0 if extra is None else extra.shape[-1]
+        if extra is not None:
+            columns.append(extra)
+        spans.append((task, start, width, extra is not None))
+        start += width
     kept = non_max_suppression(torch.cat(columns, -1), conf_thres, iou_thres, nc=nc, multi_label=multi_label,
                                agnostic=agnostic, max_det=max_det)
-    image_classes = outputs.get("cls")
     results = []
     for i, x in enumerate(kept):
         det = Detections(boxes=x[:, :4], conf=x[:, 4], cls=x[:, 5])
-        if nm:
-            det.coefficients, det.protos = x[:, 6:6 + nm], protos[i]
-        if k_cols:
-            k = kpt_shape[0] if kpt_shape else k_cols // 3
-            det.keypoints = x[:, 6 + nm:6 + nm + k_cols].reshape(-1, k, k_cols // k)
-        if image_classes is not None:
-            det.image_classes = image_classes[i]
+        for task, begin, width, per_anchor in spans:
+            task.attach(det, x[:, begin:begin + width] if per_anchor else None, outputs[task.key], i)
         results.append(det)
     return results
 

@@ -30,7 +30,6 @@ from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
 from ..errors import ConfigError, FlagError
 from ..losses import ComputeLoss
-from ..losses.compute import TASK_TERMS
 from ..models import build_model
 from ..weights import (atomic_save, checkpoint_dict, describe_transfer, layer_correspondence, load_model, read_weights,
                        transfer_weights)
@@ -48,11 +47,13 @@ from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .stitch_init import fit_adapters
 from .tensorboard_log import TensorBoardLog
-from .validator import evaluate, feature_val_loader, fitness, flat_metrics, val_loader
+from .validator import dataset_options, evaluate, feature_val_loader, fitness, flat_metrics, summary_line, val_loader
+from ..tasks import required_hyp, tasks_of
+from .. import plugins
 
 NBS = 64  # stock's nominal batch size: gradients accumulate up to it, weight decay scales with it (hyp `nbs`)
 REQUIRED_HYP = ("lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
-                "box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
+                *required_hyp())  # the optimiser's, then the tasks' (detection: box, cls, cls_pw, obj, ...)
 
 
 @dataclass
@@ -145,8 +146,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     if model.feature_inputs and contract is None:
         raise FlagError(f"{opt.cfg} takes feature maps {list(model.feature_contract())}: pass --features DIR (a "
                         "cache made by extract.py) or --extractor SPEC")
-    if "kpt" in model.heads and not data.kpt_shape:
-        raise FlagError(f"{opt.cfg} has a keypoint branch but {data.source} declares no kpt_shape")
+    tasks = tasks_of(model)
+    for task in tasks:
+        task.check_data(data, opt.cfg)
     model.names, model.hyp = dict(data.names), hyp
     bad = [i for i in opt.freeze if not 0 <= i < len(model.model)]
     if bad:
@@ -162,18 +164,17 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         print(f"skipped {p.file}: {p.reason}")
     if not ckpt and main:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
-    kpt_shape = data.kpt_shape if "kpt" in model.heads else None  # branches absent: their labels are not prepared
+    train_options = dataset_options(tasks, data, train=True)  # tasks absent: their labels are not prepared
+    val_options = dataset_options(tasks, data)
     if cache is not None:
-        dataset = FeatureDataset(train_scan.labels, cache, augment=True, hyp=hyp, kpt_shape=kpt_shape,
-                                 flip_idx=data.flip_idx if kpt_shape else None, use_masks="seg" in model.heads)
+        dataset = FeatureDataset(train_scan.labels, cache, augment=True, hyp=hyp, **train_options)
         flips = (f"horizontal flips on (p={dataset.fliplr})" if dataset.fliplr
                  else "no flips either (extract with --flip to cache flipped maps)")
         print(f"training from cached features: mosaic, HSV, scale, translate and mixup need the pixels and are off; "
               f"{flips}")
     else:
-        dataset = MultiTaskDataset(train_scan.labels, imgsz, augment=True, hyp=hyp, kpt_shape=kpt_shape,
-                                   flip_idx=data.flip_idx if kpt_shape else None, use_masks="seg" in model.heads,
-                                   cache_images=opt.cache)
+        dataset = MultiTaskDataset(train_scan.labels, imgsz, augment=True, hyp=hyp, cache_images=opt.cache,
+                                   **train_options)
     if opt.stitch_init and not ckpt:
         _stitch_init(model, opt, dataset.labels, cache, extractor, imgsz, device)
     distributed.broadcast_module(model)  # every replica starts from rank 0's weights
@@ -189,24 +190,21 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     with distributed.main_first():
         val_labels = scan_split(val_split, data.nc, data.kpt_shape).labels
     if cache is not None:
-        vloader = feature_val_loader(val_labels, cache, batch_size * 2, kpt_shape, opt.workers,
-                                     use_masks="seg" in model.heads)
+        vloader = feature_val_loader(val_labels, cache, batch_size * 2, workers=opt.workers, **val_options)
     else:
-        vloader = val_loader(val_labels, imgsz, batch_size * 2, int(model.stride.max()), kpt_shape, opt.workers,
-                             use_masks="seg" in model.heads)
+        vloader = val_loader(val_labels, imgsz, batch_size * 2, int(model.stride.max()), workers=opt.workers,
+                             **val_options)
     record = feature_record(contract, cache, extractor, opt.extractor_weights) if contract else None
     if opt.stitch_init and not ckpt and main:  # where training starts: the stitched model before any step
-        start = flat_metrics(evaluate(model, vloader, device, kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor,
+        start = flat_metrics(evaluate(model, vloader, device, data_options=data.raw, extractor=extractor,
                                       precision=precision))
-        print("stitched model before training: " + ", ".join(
-            f"{p} mAP50 {start[p + '_map50']:.4f} mAP50-95 {start[p + '_map']:.4f}"
-            for p in ("box", "mask", "pose") if p + "_map" in start))
+        print("stitched model before training: " + summary_line(start))
 
     nbs = int(hyp.get("nbs", NBS))
     accumulate = max(round(nbs / opt.batch_size), 1)
     hyp_wd = hyp["weight_decay"] * opt.batch_size * accumulate / nbs
     compute_loss = ComputeLoss(model, hyp, imgsz, balance=opt.balance or hyp.get("balance", "fixed"),
-                               kpt_sigmas=data.raw.get("kpt_sigmas"))
+                               data_options=data.raw)
     compute_loss.balance.to(device)
     optimizer = _optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp_wd, compute_loss.balance)
     lf = (_one_cycle(1, hyp["lrf"], opt.epochs) if opt.cos_lr
@@ -233,7 +231,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}"
           f"{shards}, imgsz {imgsz}, {device}, {precision.describe()}; results to {save_dir}")
     net = model  # what runs the forward: the model, or its DDP wrapper
-    sparse = "seg" in model.heads or "kpt" in model.heads  # their terms skip a batch without masks / keypoints
+    sparse = any(t.sparse_loss for t in tasks)  # their terms skip a batch without their labels
     for epoch in range(start_epoch, opt.epochs):
         frozen = apply_stage(model, optimizer, stage_at(stages, epoch), set(opt.freeze))
         net = distributed.wrap(model, device, net, find_unused=sparse)  # DDP over this stage's trainable parameters
@@ -274,19 +272,19 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                 last_step = ni
             for k, v in terms.items():
                 mean_terms[k] = (mean_terms.get(k, 0.0) * i + float(v)) / (i + 1)
-            bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["cls"]),
+            bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["batch_idx"]),
                              "lr": f"{optimizer.param_groups[0]['lr']:.4g}"}, refresh=False)
             if main and epoch == start_epoch and i < 2 and "img" in batch:
                 board.image(draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names), epoch)
         mean_terms = distributed.mean_across_ranks(mean_terms)  # over every process's batches
-        compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in TASK_TERMS[t])
-                                        for t in compute_loss.tasks})
+        compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in terms)
+                                        for t, terms in compute_loss.task_terms.items()})
         lrs = {g["part"]: g["lr"] for g in optimizer.param_groups if g["kind"] == "weight"}
         final = epoch + 1 == opt.epochs
         validated = main and (not opt.noval or final)  # rank 0 validates; the others wait for its decision below
         if validated:
             results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None,
-                               kpt_sigmas=data.raw.get("kpt_sigmas"), extractor=extractor, precision=precision)
+                               data_options=data.raw, extractor=extractor, precision=precision)
             metrics = flat_metrics(results)
         best = stopper.update(fitness(metrics) if validated else None)  # --noval epochs: no fitness, no count
         if main:
@@ -311,9 +309,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         _plot_results(csv_path)
         board.image(save_dir / "results.png", epoch)
     board.close()
-    figures = ", ".join(f"{p} mAP50 {metrics[p + '_map50']:.4f} mAP50-95 {metrics[p + '_map']:.4f}"
-                        for p in ("box", "mask", "pose") if p + "_map" in metrics)
-    print(f"done: {figures}; weights in {save_dir / 'weights'}")
+    print(f"done: {summary_line(metrics)}; weights in {save_dir / 'weights'}")
     return summary
 
 
@@ -410,6 +406,8 @@ def _checkpoint(opt, save_dir, epoch, ema, model, optimizer, best_fitness, hyp, 
     ``features`` says where a FeatureInput model's maps come from (val.py and detect.py read it); ``stale``:
     epochs since the best, the early-stopping count (``--resume`` goes on from it)."""
     extra = {"features": features} if features else {}
+    if plugins.LOADED:  # names only: loading the checkpoint asks for them, never imports them
+        extra["plugins"] = list(plugins.LOADED)
     return checkpoint_dict(model, ema.ema.state_dict(), epoch=epoch, hyp=hyp, opt=asdict(opt), save_dir=str(save_dir),
                            **extra,
                            date=datetime.now().isoformat(),

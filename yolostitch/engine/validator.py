@@ -1,81 +1,82 @@
-"""Validation of every branch: letterboxed rect batches, one NMS, box/mask/keypoint mAP, stock-style report."""
+"""Validation of every task: letterboxed rect batches, one NMS, each task's metric, stock-style report."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import torch
-import torchvision
 from torch.utils.data import DataLoader
 
 from ..data.config import load_data_config
-from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
+from ..data.dataset import InstanceField, MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
 from ..weights import load_model
-from ..ops import keypoint_sigmas, resize_masks
+from ..tasks import CLASS_FIELD, TASKS, ImageTruth, anchor_of, tasks_of
+from ..tasks.registry import registered
 from .features import Extractor, feature_source
 from .inputs import input_size, model_input
-from .coco_records import box_records, encode_masks, image_id_of, keypoint_records, mask_records
-from .metrics import DetectionStats, keypoint_oks, mask_iou
+from .coco_records import image_id_of
 from .plots import draw_batch, predictions_as_batch
 from .precision import Precision, precision_for, to_float
 from ..errors import FlagError
-from .postprocess import scale_boxes, xywh2xyxy
-from .predict import assemble_masks, image_region, postprocess, unletterbox_masks, unletterbox_points
+from .postprocess import xywh2xyxy
+from .predict import postprocess
 from .runs import increment_path, select_device
 
 
 def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None, workers: int = 8,
-               use_masks: bool | None = None) -> DataLoader:
+               use_masks: bool | None = None, instance_fields: Sequence[InstanceField] = ()) -> DataLoader:
     """Letterboxed rectangular batches; ``kpt_shape`` carries keypoints, ``use_masks`` rasterises masks (at the
-    network input's full resolution, so mask IoU is measured as finely as COCO measures it)."""
+    network input's full resolution, so mask IoU is measured as finely as COCO measures it), ``instance_fields``
+    are tasks' extra label columns."""
     dataset = MultiTaskDataset(labels, imgsz=imgsz, kpt_shape=kpt_shape, rect=True, batch_size=batch_size,
-                               stride=stride, pad=0.5, use_masks=use_masks, mask_ratio=1)
+                               stride=stride, pad=0.5, use_masks=use_masks, mask_ratio=1,
+                               instance_fields=instance_fields)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers, batch_size),
                       collate_fn=collate, worker_init_fn=worker_init)
 
 
 def feature_val_loader(labels, cache: FeatureCache, batch_size: int, kpt_shape=None, workers: int = 8,
-                       use_masks: bool | None = None) -> DataLoader:
+                       use_masks: bool | None = None, instance_fields: Sequence[InstanceField] = ()) -> DataLoader:
     """Validation from a feature cache: its square letterbox, labels as :func:`val_loader` gives them."""
-    dataset = FeatureDataset(labels, cache, kpt_shape=kpt_shape, use_masks=use_masks, mask_ratio=1)
+    dataset = FeatureDataset(labels, cache, kpt_shape=kpt_shape, use_masks=use_masks, mask_ratio=1,
+                             instance_fields=instance_fields)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers, batch_size),
                       collate_fn=collate, worker_init_fn=worker_init)
-
-
-TASK_PREFIX = {"det": "box", "seg": "mask", "kpt": "pose"}
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, conf_thres: float = 0.001,
              iou_thres: float = 0.6, max_det: int = 300,
              on_image: Callable[[str, dict[str, torch.Tensor]], None] | None = None,
-             plot_dir: Path | None = None, kpt_sigmas=None, extractor: Extractor | None = None,
-             precision: Precision | None = None) -> dict[str, Any]:
-    """Metrics of every branch of ``model`` on ``loader``: ``{"box": ..., "mask": ..., "pose": ...}`` (tasks the
-    model has), each with P, R, mAP50, mAP50-95 per class and overall, plus ``images`` and ``speed_ms``.
+             plot_dir: Path | None = None, data_options: dict[str, Any] | None = None,
+             extractor: Extractor | None = None, precision: Precision | None = None) -> dict[str, Any]:
+    """Metrics of every task of ``model`` on ``loader``: ``{"box": ..., "mask": ..., "pose": ...}`` and the
+    image-class task's (each task's ``result_key``, for the tasks the model has), plus ``images`` and ``speed_ms``.
 
-    Boxes are matched in original-image pixels; masks on the letterboxed network input (as stock YOLOv5-seg),
-    labels without a polygon ignored; keypoints by OKS (box area x 0.53 as the scale, as ultralytics),
-    labels without a labelled keypoint ignored; an image-level ``cls`` branch gets ``accuracy`` (per image and
-    class, presence predicted at p > 0.5) and ``exact`` (images with every class right). ``on_image(im_file, kept)`` gets each image's predictions
-    in original-image pixels (``boxes``, ``conf``, ``cls``, and ``masks``/``keypoints`` where present);
-    with ``plot_dir``, the first batch is drawn with its labels and with the predictions. Batches from a
-    feature cache feed the model their maps; ``extractor`` turns image batches into maps first. ``precision``
-    (:mod:`.precision`; default fp32) is the forward's autocast; outputs are cast to fp32 before NMS and metrics.
+    Each task scores itself (:meth:`~yolostitch.tasks.Task.meter`): boxes are matched in original-image pixels;
+    masks on the letterboxed network input (as stock YOLOv5-seg), labels without a polygon ignored; keypoints by
+    OKS, labels without a labelled keypoint ignored; image-level classes by accuracy. ``on_image(im_file, kept)``
+    gets each image's predictions in original-image pixels (``boxes``, ``conf``, ``cls``, and each task's fields:
+    ``masks``, ``keypoints``...); with ``plot_dir``, the first batch is drawn with its labels and with the
+    predictions. Batches from a feature cache feed the model their maps; ``extractor`` turns image batches into
+    maps first. ``data_options``: the data file's mapping, where tasks find their options (``kpt_sigmas``).
+    ``precision`` (:mod:`.precision`; default fp32) is the forward's autocast; outputs are cast to fp32 before
+    NMS and metrics.
     """
     policy = precision or Precision()
     model.eval()
-    tasks = [t for t in TASK_PREFIX if t in model.heads]
-    stats = {TASK_PREFIX[t]: DetectionStats(model.names, coco_max_det=20 if t == "kpt" else 100) for t in tasks}
-    kpt_shape = model.model[model.heads["kpt"]].kpt_shape if "kpt" in tasks else None
-    sigmas = keypoint_sigmas(kpt_shape[0], kpt_sigmas) if kpt_shape else None
+    tasks = tasks_of(model)
+    for task in tasks:
+        task.configure(data_options or {})
+    meters = {task.key: task.meter(model.names) for task in tasks}
+    meters = {key: m for key, m in meters.items() if m is not None}
     seen, times = 0, {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
-    image_cls = {"right": 0, "all": 0, "exact": 0}
     for batch in loader:
         t0 = time.perf_counter()
         x = model_input(batch, device, extractor)
@@ -83,109 +84,61 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         with policy.autocast():
             outputs = to_float(model(policy.prepare(x)))
         t2 = time.perf_counter()
-        dets = postprocess(outputs, conf_thres, iou_thres, nc=model.nc, multi_label=True, max_det=max_det,
-                           kpt_shape=kpt_shape)
+        dets = postprocess(outputs, conf_thres, iou_thres, nc=model.nc, multi_label=True, max_det=max_det, tasks=tasks)
         t3 = time.perf_counter()
         times["preprocess"] += t1 - t0
         times["inference"] += t2 - t1
         times["nms"] += t3 - t2
         if plot_dir is not None and seen == 0 and "img" in batch:
             draw_batch(batch, plot_dir / "val_batch0_labels.jpg", model.names)
-            draw_batch(predictions_as_batch(batch, dets), plot_dir / "val_batch0_pred.jpg", model.names)
+            draw_batch(predictions_as_batch(batch, dets, tasks), plot_dir / "val_batch0_pred.jpg", model.names)
         h, w = input_size(batch)
         scale = torch.tensor([w, h, w, h])
         for i, det in enumerate(dets):
             keep = batch["batch_idx"] == i
-            shape0, ratio_pad = batch["ori_shape"][i], batch["ratio_pad"][i]
-            true_cls = batch["cls"][keep]
-            true_input = xywh2xyxy(batch["bboxes"][keep] * scale)  # network-input pixels
-            rows = det.as_rows().cpu()
-            rows[:, :4] = scale_boxes(rows[:, :4], (h, w), shape0, ratio_pad)
-            stats["box"].add(rows, scale_boxes(true_input, (h, w), shape0, ratio_pad), true_cls)
-            kept = {"boxes": rows[:, :4], "conf": rows[:, 4], "cls": rows[:, 5]}
-            if "mask" in stats:
-                iou, ignore = _mask_scores(det, batch, keep, true_input, (h, w), shape0, ratio_pad)
-                stats["mask"].add_scores(iou, det.conf, det.cls, true_cls, ignore)
-                if on_image is not None:
-                    pred_masks = det.masks((h, w))
-                    pred_masks[:, ~_image_area((h, w), shape0, ratio_pad).to(pred_masks.device)] = False
-                    kept["masks"] = unletterbox_masks(pred_masks.cpu(), shape0, ratio_pad)
-            if "pose" in stats:
-                true_kpts = batch["keypoints"][keep].clone() if "keypoints" in batch else \
-                    torch.zeros((len(true_cls), kpt_shape[0], 3))
-                true_kpts[..., :2] *= torch.tensor([w, h])
-                area = (true_input[:, 2] - true_input[:, 0]) * (true_input[:, 3] - true_input[:, 1]) * 0.53
-                labelled = (true_kpts[..., 2] > 0).any(1) if true_kpts.shape[-1] > 2 else torch.ones(len(true_cls), dtype=torch.bool)
-                oks = keypoint_oks(true_kpts, det.keypoints.cpu(), area, sigmas, true_boxes=true_input)
-                stats["pose"].add_scores(oks, det.conf, det.cls, true_cls, ~labelled)
-                if on_image is not None:
-                    kept["keypoints"] = unletterbox_points(det.keypoints.cpu(), shape0, (h, w), ratio_pad)
+            truth = ImageTruth(batch, i, keep, (h, w), batch["ori_shape"][i], batch["ratio_pad"][i], batch[CLASS_FIELD][keep],
+                               xywh2xyxy(batch["bboxes"][keep] * scale))
+            for meter in meters.values():
+                meter.add_image(det, truth)
             if on_image is not None:
+                kept: dict[str, Any] = {}
+                for task in tasks:
+                    kept.update(task.original_fields(det, (h, w), truth.shape0, truth.ratio_pad))
                 on_image(batch["im_file"][i], kept)
-        if "cls" in outputs:  # image-level classes present: right or wrong per (image, class) at p = 0.5
-            present = torch.zeros_like(outputs["cls"], dtype=torch.bool).cpu()
-            present[batch["batch_idx"], batch["cls"].long()] = True
-            right = (outputs["cls"].cpu() > 0.5) == present
-            image_cls["right"] += int(right.sum())
-            image_cls["all"] += right.numel()
-            image_cls["exact"] += int(right.all(1).sum())
+        for key, meter in meters.items():
+            meter.add_batch(outputs[key], batch)
         seen += len(dets)
     results: dict[str, Any] = {"images": seen, "speed_ms": {k: v * 1000 / max(seen, 1) for k, v in times.items()}}
-    if image_cls["all"]:
-        results["cls"] = {"accuracy": image_cls["right"] / image_cls["all"], "exact": image_cls["exact"] / max(seen, 1)}
-    for prefix, task_stats in stats.items():
-        r = task_stats.results()
-        coco = task_stats.results(method="coco")
-        r["coco_map50"], r["coco_map"] = coco["map50"], coco["map"]
-        results[prefix] = r
+    for task in tasks:
+        r = meters[task.key].results() if task.key in meters else None
+        if r is not None:
+            results[task.result_key] = r
     return results
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
-    """``box_map50``, ``box_map``, ``mask_map50``, ... for the tasks evaluated (the keys of metrics.json)."""
-    out = {}
-    for prefix in TASK_PREFIX.values():
-        if prefix in results:
-            r = results[prefix]
-            out.update({f"{prefix}_precision": r["precision"], f"{prefix}_recall": r["recall"],
-                        f"{prefix}_map50": r["map50"], f"{prefix}_map": r["map"]})
-    if "cls" in results:  # image-level classification: per (image, class) accuracy, and images all right
-        out.update({"cls_accuracy": results["cls"]["accuracy"], "cls_exact": results["cls"]["exact"]})
-    return out
+    """``box_map50``, ``box_map``, ``mask_map50``, ..., ``cls_accuracy``: each task's figures (the keys of
+    metrics.json and results.csv)."""
+    return {k: v for part in registered("flat_metrics")(results) for k, v in part.items()}
+
+
+def table_keys(results: dict[str, Any] | None = None) -> list[str]:
+    """Result keys of the tasks with P, R, mAP50, mAP50-95 (``box``, ``mask``, ``pose``...), in task order;
+    with ``results``, those present."""
+    keys = [cls.result_key for cls in TASKS if cls.in_table]
+    return [k for k in keys if results is None or k in results]
 
 
 def fitness(metrics: dict[str, float]) -> float:
     """Stock's 0.1 mAP50 + 0.9 mAP50-95, averaged over the tasks evaluated."""
-    scores = [0.1 * metrics[f"{p}_map50"] + 0.9 * metrics[f"{p}_map"] for p in TASK_PREFIX.values()
-              if f"{p}_map" in metrics]
+    scores = [0.1 * metrics[f"{p}_map50"] + 0.9 * metrics[f"{p}_map"] for p in table_keys() if f"{p}_map" in metrics]
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def _image_area(size: tuple[int, int], shape0, ratio_pad) -> torch.Tensor:
-    inside = torch.zeros(size, dtype=torch.bool)
-    inside[image_region(size, shape0, ratio_pad)] = True
-    return inside
-
-
-def _mask_scores(det, batch: dict[str, Any], keep: torch.Tensor, true_boxes: torch.Tensor, size: tuple[int, int],
-                 shape0, ratio_pad) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask IoU (labels, predictions), labels to ignore) for one image, on the network input.
-
-    Masks are cropped to their boxes, so a prediction whose box misses every same-class label box has IoU 0 with
-    all of them: only the others are assembled (an untrained model's 300 low-confidence boxes mostly miss).
-    Pixels on the letterbox padding belong to no object. Labels without a polygon are ignored.
-    """
-    n_true, boxes, cls = len(true_boxes), det.boxes.cpu(), det.cls.cpu()
-    iou = torch.zeros((n_true, len(boxes)))
-    has_mask = batch["has_mask"][keep] if "has_mask" in batch else torch.zeros(n_true, dtype=torch.bool)
-    if n_true and len(boxes) and "masks" in batch:
-        near = (torchvision.ops.box_iou(true_boxes, boxes) > 0) & (batch["cls"][keep][:, None] == cls[None])
-        candidates = near.any(0).nonzero().view(-1)
-        if len(candidates):
-            pred = assemble_masks(det.protos, det.coefficients[candidates], det.boxes[candidates], size).cpu()
-            pred &= _image_area(size, shape0, ratio_pad)
-            iou[:, candidates] = mask_iou(resize_masks(batch["masks"][keep], size), pred)
-    return iou, ~has_mask
+def summary_line(metrics: dict[str, float]) -> str:
+    """``box mAP50 0.1750 mAP50-95 0.1027, mask mAP50 ...`` for the tasks in ``metrics``."""
+    return ", ".join(f"{p} mAP50 {metrics[p + '_map50']:.4f} mAP50-95 {metrics[p + '_map']:.4f}"
+                     for p in table_keys() if p + "_map" in metrics)
 
 
 def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size: int = 32, conf_thres: float = 0.001,
@@ -209,40 +162,39 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     if model.nc != config.nc:
         raise FlagError(f"{weights} predicts {model.nc} classes but {config.source} has {config.nc}; "
                         "validate on the data the weights were trained for")
-    if "kpt" in model.heads and list(model.kpt_shape or []) != list(config.kpt_shape or []):
-        raise FlagError(f"{weights} predicts keypoints of shape {model.kpt_shape} but {config.source} has "
-                        f"kpt_shape {config.kpt_shape}")
+    tasks = tasks_of(model)
+    for t in tasks:
+        t.check_weights(config, str(weights))
     scan = scan_split(config.splits[task], config.nc, config.kpt_shape)
-    kpt_shape = config.kpt_shape if "kpt" in model.heads else None
+    options = dataset_options(tasks, config)
     cache, extractor = feature_source(model, features, imgsz, dev, extractor, extractor_weights)
     if cache is not None:
         imgsz = cache.imgsz
-        loader = feature_val_loader(scan.labels, cache, batch_size, kpt_shape, workers, use_masks="seg" in model.heads)
+        loader = feature_val_loader(scan.labels, cache, batch_size, workers=workers, **options)
     else:
-        loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()), kpt_shape, workers,
-                            use_masks="seg" in model.heads)
+        loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()), workers=workers, **options)
     save_dir = increment_path(Path(project) / name, exist_ok)
     records: list[dict] = []
     on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None
     results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image, plot_dir=save_dir,
-                       kpt_sigmas=config.raw.get("kpt_sigmas"), extractor=extractor, precision=precision)
-    box = results["box"]
-    metrics = {**flat_metrics(results), "box_map50_coco": box["coco_map50"], "box_map_coco": box["coco_map"],
-               "images": results["images"], "instances": box["instances"], "speed_ms_per_image": results["speed_ms"],
-               "per_class": {p: results[p]["per_class"] for p in TASK_PREFIX.values() if p in results},
+                       data_options=config.raw, extractor=extractor, precision=precision)
+    anchor = anchor_of(tasks, "val")
+    box = results[anchor.result_key]
+    coco = [type(t).coco_metrics(results) for t in tasks]
+    metrics = {**flat_metrics(results), **coco[0], "images": results["images"], "instances": box["instances"],
+               "speed_ms_per_image": results["speed_ms"],
+               "per_class": {p: results[p]["per_class"] for p in table_keys(results)},
                "skipped": [p.as_dict() for p in scan.problems], "precision": precision.describe()}
-    for prefix in ("mask", "pose"):
-        if prefix in results:
-            metrics[f"{prefix}_map50_coco"], metrics[f"{prefix}_map_coco"] = (results[prefix]["coco_map50"],
-                                                                              results[prefix]["coco_map"])
+    for part in coco[1:]:
+        metrics.update(part)
     (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if save_json:
         (save_dir / "predictions.json").write_text(json.dumps(records))
     if verbose:
         print(format_table(results, model.names))
-        if "cls" in results:
-            print(f"image classes: {results['cls']['accuracy']:.3f} right per image and class, "
-                  f"{results['cls']['exact']:.3f} of images entirely right")
+        for lines in registered("report_lines")(results):
+            for line in lines:
+                print(line)
         s = results["speed_ms"]
         print(f"Speed: {s['preprocess']:.1f}ms pre-process, {s['inference']:.1f}ms inference, {s['nms']:.1f}ms NMS "
               f"per image at shape ({batch_size}, 3, {imgsz}, {imgsz})")
@@ -253,7 +205,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
 
 def format_table(results: dict[str, Any], names: dict[int, str], per_class: bool = True) -> str:
     """Stock's table; with several tasks, one P R mAP50 mAP50-95 block per task (as stock YOLOv5-seg prints)."""
-    prefixes = [p for p in TASK_PREFIX.values() if p in results]
+    prefixes = table_keys(results)
     single = prefixes == ["box"]
     head = f"{'Class':>22}{'Images':>11}{'Instances':>11}"
     for p in prefixes:
@@ -275,15 +227,27 @@ def format_table(results: dict[str, Any], names: dict[int, str], per_class: bool
 
 
 def _coco_records(im_file: str, kept: dict[str, torch.Tensor]) -> list[dict]:
-    """COCO results records of one image: boxes, plus ``segmentation`` (RLE) and ``keypoints`` where predicted."""
+    """COCO results records of one image, made by the task of highest ``record_priority`` that has its fields
+    (keypoints, else masks, else boxes), and annotated by the others (a mask's ``segmentation``)."""
     image_id = image_id_of(im_file)
-    if "keypoints" in kept:
-        records = keypoint_records(image_id, kept["keypoints"], kept["conf"], kept["cls"], kept["boxes"])
-    elif "masks" in kept:
-        records = mask_records(image_id, kept["masks"], kept["conf"], kept["cls"], kept["boxes"])
-    else:
-        return box_records(image_id, kept["boxes"], kept["conf"], kept["cls"])
-    if "masks" in kept and "keypoints" in kept:
-        for r, rle in zip(records, encode_masks(kept["masks"])):
-            r["segmentation"] = rle
+    records, maker = [], None
+    for cls in sorted(TASKS, key=lambda c: -c.record_priority):
+        made = cls.coco_records(image_id, kept) if cls.record_priority >= 0 else None
+        if made is not None:
+            records, maker = made, cls
+            break
+    for cls in TASKS:
+        cls.annotate_records(records, kept, maker)
     return records
+
+
+def dataset_options(tasks: list, data: Any, train: bool = False) -> dict[str, Any]:
+    """The datasets' keyword arguments for these tasks' label fields (tasks absent: their labels not prepared)."""
+    options: dict[str, Any] = {"kpt_shape": None, "use_masks": False}
+    for task in tasks:
+        options.update(task.dataset_options(data, train))
+    fields = [InstanceField(name, width, partial(type(t).instance_labels, name))
+              for t in tasks for name, width in t.instance_fields.items()]
+    if fields:
+        options["instance_fields"] = fields
+    return options

@@ -16,11 +16,10 @@ from torch import nn
 
 from ..models import StitchModel
 from ..models.shape import contract_records
+from ..tasks import TASKS, tasks_of
 from ..errors import FlagError
 
-TASK_ORDER = ("det", "seg", "kpt", "cls", "features")  # outputs come in this order, whatever the YAML's
-TASK_OUTPUTS = {"det": ("det",), "seg": ("seg_coef", "seg_proto"), "kpt": ("kpt",), "cls": ("cls",),
-                "features": ("features",)}
+FEATURES_OUTPUT = "features"  # a model without heads exports its last feature map under this name
 IMAGE_INPUT = "images"
 
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -28,7 +27,7 @@ Inputs = Union[torch.Tensor, Sequence[torch.Tensor], Mapping[str, torch.Tensor]]
 
 class ExportModule(nn.Module):
     """A StitchModel with positional tensor inputs (``input_names``) and a flat tuple of decoded outputs
-    (``output_names``: ``det``, ``seg_coef``, ``seg_proto``, ``kpt``, ``cls``, those present).
+    (``output_names``: each task's named outputs, e.g. ``det``, ``seg_coef``, ``seg_proto``, ``kpt``).
 
     The model is deep-copied, so putting its heads in export mode does not change the caller's model, and the
     wrapper stays in eval mode (an exporter restoring "the previous mode" must not switch BatchNorm to training).
@@ -52,13 +51,11 @@ class ExportModule(nn.Module):
             raise ValueError(f"the model's inputs {names} do not have distinct names")
         self.input_names: list[str] = names
 
-        tasks = dict(self.model.heads) if self.model.heads else {"features": len(self.model.layers) - 1}
-        self.tasks = sorted(tasks, key=lambda t: (_order(t), tasks[t]))
-        self.task_outputs: dict[str, list[str]] = {}
-        for task in self.tasks:
-            base, _, index = task.partition("@")
-            suffix = f"_{index}" if index else ""
-            self.task_outputs[task] = [f"{name}{suffix}" for name in TASK_OUTPUTS.get(base, (base,))]
+        self.task_list = tasks_of(self.model, every_head=True)  # in registry order: outputs whatever the YAML's
+        self.tasks: list[str] = [t.key for t in self.task_list] or [FEATURES_OUTPUT]
+        self.task_outputs: dict[str, list[str]] = {t.key: t.export_names() for t in self.task_list}
+        if not self.task_list:
+            self.task_outputs[FEATURES_OUTPUT] = [FEATURES_OUTPUT]
         self.output_names: list[str] = [name for task in self.tasks for name in self.task_outputs[task]]
 
     def train(self, mode: bool = True) -> ExportModule:
@@ -80,13 +77,14 @@ class ExportModule(nn.Module):
             if IMAGE_INPUT in named:
                 x["image"] = named[IMAGE_INPUT]
         out = self.model(x)
+        if not self.task_list:
+            return (out[FEATURES_OUTPUT],)
         flat: list[torch.Tensor] = []
-        for task in self.tasks:
-            value = out[task]
-            values = list(value) if isinstance(value, (tuple, list)) else [value]
-            if len(values) != len(self.task_outputs[task]) or not all(isinstance(v, torch.Tensor) for v in values):
-                raise RuntimeError(f"head {task!r} returned {_describe(value)}, expected tensors "
-                                   f"{self.task_outputs[task]} (is its export flag honoured?)")
+        for task in self.task_list:
+            values = task.export_tensors(out[task.key])
+            if len(values) != len(self.task_outputs[task.key]) or not all(isinstance(v, torch.Tensor) for v in values):
+                raise RuntimeError(f"head {task.key!r} gave {_describe(values)} to export, expected tensors "
+                                   f"{self.task_outputs[task.key]}")
             flat += values
         return tuple(flat)
 
@@ -128,13 +126,15 @@ class ExportModule(nn.Module):
         model = self.model
         h, w = self.image_size(imgsz)
         strides = [int(s) for s in model.stride.tolist()]
+        task_metadata = {k: v for cls in TASKS for k, v in cls.metadata_defaults().items()}
+        for task in self.task_list:
+            task_metadata.update(task.export_metadata())
         return {"producer": f"yolostitch {__version__}",
                 "names": {int(k): str(v) for k, v in model.names.items()}, "nc": model.nc,
                 "stride": strides, "max_stride": self.max_stride, "imgsz": [h, w], "batch_size": batch_size,
                 "dynamic": bool(dynamic), "inputs": list(self.input_names), "outputs": list(self.output_names),
                 "tasks": {task: list(names) for task, names in self.task_outputs.items()},
-                "kpt_shape": list(model.model[model.heads["kpt"]].kpt_shape) if "kpt" in model.heads else None,
-                "feature_contract": contract_records(model.feature_contract()),
+                **task_metadata, "feature_contract": contract_records(model.feature_contract()),
                 "uses_image": IMAGE_INPUT in self.input_names}
 
 
@@ -175,11 +175,6 @@ def _positional(module: ExportModule, inputs: Inputs) -> tuple[torch.Tensor, ...
     if len(inputs) != len(names):
         raise ValueError(f"expected {len(names)} inputs {names}, got {len(inputs)}")
     return inputs
-
-
-def _order(task: str) -> int:
-    base = task.partition("@")[0]
-    return TASK_ORDER.index(base) if base in TASK_ORDER else len(TASK_ORDER)
 
 
 def _describe(value: Any) -> str:

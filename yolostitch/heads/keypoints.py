@@ -25,7 +25,7 @@ INIT_WEIGHT_SCALE = 0.01  # fresh keypoint convs: weights at 1/100 of PyTorch's 
 
 @register_module()
 class Keypoints(PerAnchorHead):
-    """Training: raw maps [(bs, na, ny, nx, K*D)]. Inference: ``(decoded (bs, N, K*D), raw maps)`` where
+    """Training: raw maps [(bs, na, ny, nx, K*D)]. Inference: :class:`~.outputs.AnchorRows` (decoded (bs, N, K*D), raw maps) where
     decoded holds x, y in input pixels (and visibility probability when D == 3) per keypoint."""
 
     task = "kpt"

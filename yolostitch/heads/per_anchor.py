@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..models.registry import Row
+from .outputs import AnchorRows
 
 
 class PerAnchorHead(nn.Module):
@@ -28,15 +29,15 @@ class PerAnchorHead(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in channels)
         self._cells: list[torch.Tensor] = []
 
-    export = False  # when True, inference returns the decoded rows only (exported graphs)
+    export = False  # when True, inference keeps no raw maps (exported graphs output the decoded rows only)
 
     def forward(self, features: list[torch.Tensor]) -> Any:
-        """Training: raw maps [(bs, na, ny, nx, no)]. Inference: (decoded rows (bs, N, no), raw maps)."""
+        """Training: raw maps [(bs, na, ny, nx, no)]. Inference: :class:`AnchorRows` (decoded (bs, N, no), maps)."""
         maps = self.raw_maps(features)
         if self.training:
             return maps
         decoded = self.flatten([self.decode(i, p) for i, p in enumerate(maps)])
-        return decoded if self.export else (decoded, maps)
+        return AnchorRows(decoded, [] if self.export else maps)
 
     def decode(self, level: int, p: torch.Tensor) -> torch.Tensor:
         """A level's raw map -> its decoded values (subclasses: boxes, keypoints); identity here."""

@@ -18,6 +18,7 @@ from ultralytics.nn.modules import Conv
 
 from ..models.registry import Row, register_module
 from ..models.shape import Shape
+from .outputs import MaskMaps, MaskRows
 from .per_anchor import PerAnchorHead, anchors_per_level
 
 
@@ -37,8 +38,8 @@ class Proto(nn.Module):
 
 @register_module()
 class Segment(PerAnchorHead):
-    """Training: ``(coefficient maps [(bs, na, ny, nx, nm)], prototypes (bs, nm, H/4, W/4))``.
-    Inference: ``(coefficients (bs, N, nm) in the detection rows' order, prototypes)``."""
+    """Training: :class:`MaskMaps` (coefficient maps [(bs, na, ny, nx, nm)], prototypes (bs, nm, H/4, W/4)).
+    Inference: :class:`MaskRows` (coefficients (bs, N, nm) in the detection rows' order, prototypes)."""
 
     task = "seg"
 
@@ -63,5 +64,5 @@ class Segment(PerAnchorHead):
         protos = self.proto(features[0])
         maps = self.raw_maps(features)
         if self.training:
-            return maps, protos
-        return self.flatten(maps), protos
+            return MaskMaps(maps, protos)
+        return MaskRows(self.flatten(maps), protos)

@@ -40,6 +40,14 @@ class LevelAssignment:
         return int(self.batch.shape[0])
 
 
+def targets_from_batch(batch: dict) -> Tensor:
+    """The loader's per-instance fields as stock's targets (n, 6) = [image, class, cx, cy, w, h]."""
+    boxes = batch["bboxes"].float()
+    image = batch["batch_idx"].to(boxes.device, boxes.dtype).view(-1, 1)
+    cls = batch["cls"].to(boxes.device, boxes.dtype).view(-1, 1)
+    return torch.cat((image, cls, boxes.view(-1, 4)), 1)
+
+
 def assign_targets(targets: Tensor, head: nn.Module, map_shapes: Sequence[Sequence[int]],
                    anchor_t: float) -> list[LevelAssignment]:
     """Assign ``targets`` (n, 6) = [image, class, cx, cy, w, h] (normalised) to ``head``'s anchors.

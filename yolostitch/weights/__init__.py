@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..models import StitchModel, build_model
-from ..errors import WeightsError
+from ..errors import ConfigError, WeightsError
 from .checkpoint import atomic_save, checkpoint_dict, is_own_checkpoint, save_checkpoint
 from .classes import Names, describe_transfer, detect_rows, match_class_names, name_list
 from .stock_checkpoint import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
@@ -44,7 +44,7 @@ def read_weights(path: str | Path) -> Weights:
     path = Path(path)
     obj = read_checkpoint(path)
     if is_own_checkpoint(obj):
-        meta = {k: v for k, v in obj.items() if k in ("epoch", "date", "format_version", "features")}
+        meta = {k: v for k, v in obj.items() if k in ("epoch", "date", "format_version", "features", "plugins")}
         return Weights(obj["config"], obj["model"], obj.get("names") or {}, "yolostitch", meta)
     if is_stock_checkpoint(obj):
         stock = read_stock_checkpoint(obj, path)
@@ -57,7 +57,15 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
     """Load a yolostitch checkpoint or a stock YOLOv5 ``.pt`` into a :class:`StitchModel` (eval mode, fp32)."""
     weights = read_weights(path)
     config, state, names, kind, meta = weights.config, weights.state, weights.names, weights.kind, weights.meta
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except ConfigError as e:
+        if not meta.get("plugins"):
+            raise
+        from ..plugins import plugin_hint
+
+        raise WeightsError(f"{path} was trained with plugins {meta['plugins']}: pass {plugin_hint(meta['plugins'])} "
+                           f"to load it ({str(e).split('. ')[0]})") from None
     missing, unexpected = _compare_keys(model.state_dict(), state)
     if missing or unexpected:
         raise WeightsError(f"{path}: the {kind} weights do not fit the architecture in its own config: "
