@@ -33,6 +33,7 @@ from torch import nn
 from ..data.scan import IMAGE_SUFFIXES
 from .plots import colour
 from .precision import precision_for, to_float
+from ..export.runtime import is_exported, load_exported
 from ..errors import FlagError, SetupError
 from .postprocess import scale_boxes
 from .predict import assemble_masks, postprocess, unletterbox_masks, unletterbox_points
@@ -158,6 +159,8 @@ class Detector:
         self.precision = precision_for(amp, self.device)  # --amp: the forward's autocast (see .precision)
         if isinstance(weights, nn.Module):
             self.model = weights.to(self.device).eval()
+        elif is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
+            self.model, self.precision = load_exported(weights, self.device, self.precision)
         else:
             from ..models.fuse import fuse_conv_bn
             from ..weights import load_model

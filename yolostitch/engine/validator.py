@@ -16,6 +16,7 @@ from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_ini
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
 from ..weights import load_model
+from ..export.runtime import is_exported, load_exported
 from ..losses import keypoint_sigmas
 from ..losses.segment import resize_masks
 from .features import Extractor, feature_source
@@ -31,10 +32,11 @@ from .runs import increment_path, select_device
 
 
 def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None, workers: int = 8,
-               use_masks: bool | None = None) -> DataLoader:
-    """Letterboxed rectangular batches; ``kpt_shape`` carries keypoints, ``use_masks`` rasterises masks (at the
-    network input's full resolution, so mask IoU is measured as finely as COCO measures it)."""
-    dataset = MultiTaskDataset(labels, imgsz=imgsz, kpt_shape=kpt_shape, rect=True, batch_size=batch_size,
+               use_masks: bool | None = None, rect: bool = True) -> DataLoader:
+    """Letterboxed rectangular batches (square ``imgsz`` ones with ``rect=False``); ``kpt_shape`` carries keypoints,
+    ``use_masks`` rasterises masks (at the network input's full resolution, so mask IoU is measured as finely as
+    COCO measures it)."""
+    dataset = MultiTaskDataset(labels, imgsz=imgsz, kpt_shape=kpt_shape, rect=rect, batch_size=batch_size,
                                stride=stride, pad=0.5, use_masks=use_masks, mask_ratio=1)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers, batch_size),
                       collate_fn=collate, worker_init_fn=worker_init)
@@ -203,7 +205,10 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     """
     dev = select_device(device)
     precision = precision_for(amp, dev)  # a bad --amp fails before anything loads
-    model = load_model(weights, device=dev)
+    if is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
+        model, precision = load_exported(weights, dev, precision)
+    else:
+        model = load_model(weights, device=dev)
     config = load_data_config(data)
     if task not in config.splits:
         raise FlagError(f"--task {task}: {config.source} has no '{task}' split (it has {sorted(config.splits)})")
@@ -221,7 +226,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
         loader = feature_val_loader(scan.labels, cache, batch_size, kpt_shape, workers, use_masks="seg" in model.heads)
     else:
         loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()), kpt_shape, workers,
-                            use_masks="seg" in model.heads)
+                            use_masks="seg" in model.heads, rect=not getattr(model, "fixed_shape", False))
     save_dir = increment_path(Path(project) / name, exist_ok)
     records: list[dict] = []
     on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None
