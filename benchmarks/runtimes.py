@@ -6,9 +6,9 @@ ONNX Runtime, each as detect.py runs it (letterbox + forward + NMS, batch 1).
 
 The model has random weights (latency does not depend on them; NMS sees the same few candidates in every
 runtime) and is exported with ``--dynamic``, so ONNX Runtime gets the same rectangular letterbox as PyTorch.
-Each runtime runs ``--images`` images ``--repeats`` times after two warm-up images; its figure is the best
-repeat's mean milliseconds per image (other jobs share the CPU; the best repeat is the one they disturbed
-least). The reference of every row is PyTorch fp32 measured in the same run; no targets (informational).
+Each runtime runs ``--images`` images ``--repeats`` times (the runtimes in turns) after two warm-up images; its
+figure is the best repeat's mean milliseconds per image (other jobs share the CPU; the best repeat is the one
+they disturbed least). The reference of every row is PyTorch fp32 measured in the same run; no targets (informational).
 bf16 falls back to fp32 on a CPU without native bf16, and its row then says so.
 """
 
@@ -45,15 +45,19 @@ def load_images(datasets: Path, n: int, imgsz: int) -> tuple[list[np.ndarray], s
         f"{n} random {imgsz}x{imgsz * 3 // 4} images (coco128 not found)"
 
 
-def best_ms_per_image(detector: Detector, images: list[np.ndarray], repeats: int) -> float:
-    for image in images[:2]:  # warm-up: first calls allocate and plan
-        detector(image)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for image in images:
+def best_ms_per_image(detectors: dict[str, Detector], images: list[np.ndarray], repeats: int) -> dict[str, float]:
+    """Each runtime's best repeat (mean ms per image); repeats taken in turns, so a burst of other jobs' load
+    falls on every runtime rather than on whichever happened to be timed then."""
+    for detector in detectors.values():
+        for image in images[:2]:  # warm-up: first calls allocate and plan
             detector(image)
-        best = min(best, (time.perf_counter() - start) / len(images) * 1e3)
+    best = {label: float("inf") for label in detectors}
+    for _ in range(repeats):
+        for label, detector in detectors.items():
+            start = time.perf_counter()
+            for image in images:
+                detector(image)
+            best[label] = min(best[label], (time.perf_counter() - start) / len(images) * 1e3)
     return best
 
 
@@ -76,7 +80,7 @@ def main() -> None:
                 "torch bf16": Detector(weights, args.imgsz, device="cpu", amp="auto"),
                 "ONNX Runtime fp32": Detector(weights.with_suffix(".onnx"), args.imgsz, device="cpu")}
         bf16 = runs["torch bf16"].precision.describe()
-        ms = {label: best_ms_per_image(d, images, args.repeats) for label, d in runs.items()}
+        ms = best_ms_per_image(runs, images, args.repeats)
         session = runs["ONNX Runtime fp32"].model.runner.session
         ort_threads = session.get_session_options().intra_op_num_threads or "default (physical cores)"
     settings = (f"{name} at {args.imgsz}, batch 1, {source}, best of {args.repeats} repeats; torch threads "
