@@ -7,6 +7,7 @@ imports nothing heavy at module level: ``run_all.py`` must start without torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK_MISSING = "stock YOLOv5 not installed: pip install --no-deps yolov5==7.0.14 && pip install pandas seaborn"
@@ -309,3 +310,40 @@ def subset_data_yaml(data: str, n_train: int, dest: Path) -> Path:
     out = dest / "data.yaml"
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
+
+
+# --- OS page cache and OpenCV threads: what a timing depends on besides the code --------------------------------
+
+
+def drop_from_page_cache(paths: Iterable[Path]) -> bool:
+    """Ask the kernel to evict ``paths`` from the OS page cache (``posix_fadvise(POSIX_FADV_DONTNEED)`` after a
+    ``sync``, so that the just-written pages are clean and can go); False where that call does not exist
+    (not Linux), so the caller can say its reads were warm."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    os.sync()
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return True
+
+
+STOCK_CV2 = "stock YOLOv5 7.0, with its own cv2.setNumThreads(0)"  # the reference label of rows timing stock
+
+
+@contextlib.contextmanager
+def stock_opencv_threads() -> Iterator[int]:
+    """Stock's own OpenCV setting while stock's side runs: its ``utils/general.py`` calls
+    ``cv2.setNumThreads(0)`` on import, which ``yolostitch.stock.importer`` undoes for the rest of the process
+    (ours keeps OpenCV's default). Yields the count ours runs with; restored on exit."""
+    import cv2
+
+    ours = cv2.getNumThreads()
+    cv2.setNumThreads(0)
+    try:
+        yield ours
+    finally:
+        cv2.setNumThreads(ours)

@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import torch
 import yaml
-from _common import Figure, import_stock, use_this_checkout, write_json
+from _common import STOCK_CV2, Figure, import_stock, stock_opencv_threads, use_this_checkout, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 use_this_checkout()
@@ -57,9 +58,10 @@ def stock(images: Path, args, cache=False) -> float:
     from yolov5.utils.dataloaders import create_dataloader
 
     hyp = yaml.safe_load((stock_yaml_dir().parent / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
-    loader, _ = create_dataloader(str(images), args.imgsz, args.batch, 32, hyp=hyp, augment=True,
-                                  workers=args.workers, shuffle=True, prefix="", cache="ram" if cache else False)
-    return throughput(loader, args.epochs)
+    with stock_opencv_threads():  # stock's own setting (ours keeps OpenCV's default); workers fork inside
+        loader, _ = create_dataloader(str(images), args.imgsz, args.batch, 32, hyp=hyp, augment=True,
+                                      workers=args.workers, shuffle=True, prefix="", cache="ram" if cache else False)
+        return throughput(loader, args.epochs)
 
 
 ROWS = (("boxes", False), ("boxes + masks + keypoints", True))  # our rows: label, with polygons + keypoints
@@ -103,9 +105,11 @@ def main() -> None:
             rate = ours(polygons, args, [17, 3], cache) if multitask else ours(boxes, args, cache=cache)
             ratio = f"{rate / reference:>9.2f}x" if reference else "      n/a"
             print(f"{'yolostitch (' + label + suffix + ')':<50}{rate:>10.1f}{ratio}", flush=True)
-            figures.append(Figure(figure_name(label, cache), rate, reference, "images/s", "stock YOLOv5 7.0",
+            figures.append(Figure(figure_name(label, cache), rate, reference, "images/s", STOCK_CV2,
                                   at_least=1.0, note=stock_missing or ""))
-    write_json(args.json, "dataloader", figures, [settings])
+    threads = f"OpenCV threads: stock {0} (it sets cv2.setNumThreads(0)), ours {cv2.getNumThreads()} (OpenCV's default)"
+    print(threads)
+    write_json(args.json, "dataloader", figures, [settings, threads])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ its figures; its output goes to a log in the work directory. The figures:
    image (target <= 0.25x).
 6. dataloader: our training loader's images/s over stock's on coco128 (target >= 1.0x); skipped, with a note,
    when ../shared/datasets/coco128 is absent.
+7. runtimes: inference latency (yolov5s at 640, letterbox + forward + NMS, batch 1) of our model in torch bf16
+   and of its ONNX export in ONNX Runtime, against torch fp32 measured in the same run (informational).
+
+Stock's side of a row runs with stock's own OpenCV setting (``cv2.setNumThreads(0)``, which our stock importer
+undoes after importing stock) and ours with OpenCV's default; the rows' reference column says so. The
+feature-cache rows say whether the cache was in the OS page cache (cold: evicted first; warm).
 
 Figures referenced to stock YOLOv5 say how to install it when it is not. A benchmark that fails is reported in
 the table with its log, the others still run, and the exit code is 1. Under the table: each benchmark's time,
@@ -78,6 +84,8 @@ BENCHMARKS = {b.name: b for b in (
           ("--cfg", "yolov5s.yaml", "--imgsz", "320", "--batch-size", "16", "--workers", "2", "--n-train", "32")),
     Bench("dataloader", HERE / "dataloader.py", ("--imgsz", "640", "--batch", "16", "--workers", "2"),
           ("--imgsz", "320", "--batch", "16", "--workers", "2", "--epochs", "1"), datasets_arg="--datasets"),
+    Bench("runtimes", HERE / "runtimes.py", ("--cfg", "yolov5s.yaml", "--imgsz", "640"),
+          ("--cfg", "yolov5n.yaml", "--imgsz", "320", "--images", "3", "--repeats", "1"), datasets_arg="--datasets"),
 )}
 
 

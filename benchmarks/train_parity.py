@@ -61,8 +61,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (Contention, Figure, PeakMemory, import_stock, markdown_table, max_rss_bytes,
-                     text_table, use_this_checkout, write_json)
+from _common import (STOCK_CV2, Contention, Figure, PeakMemory, import_stock, markdown_table, max_rss_bytes,
+                     stock_opencv_threads, text_table, use_this_checkout, write_json)
 from _step_profile import StepProfile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,8 @@ def run_stock(spec: dict) -> None:
         profile.time_loss(st.ComputeLoss)
         profile.time_backward()
 
-    r = train_stock({**spec, "name": "stock"}, prepare=instrument)
+    with stock_opencv_threads():  # stock's own cv2.setNumThreads(0), which our importer undoes
+        r = train_stock({**spec, "name": "stock"}, prepare=instrument)
     finish(spec, {"map50": r["box_map50"], "map": r["box_map"], "precision": r["box_precision"],
                   "recall": r["box_recall"], "best_pt": r["best_pt"], "wall_s": r["wall_s"], "save_dir": r["save_dir"],
                   "cfg": r["cfg"]}, profile)
@@ -287,7 +288,7 @@ def figures(results: dict, cfg: str) -> list[Figure]:
     o, s = results["ours"], results["stock"]
     missing = s.get("unavailable", "")
     stock = {} if missing else s
-    name, ref = Path(cfg).stem, LABELS["stock"]
+    name, ref = Path(cfg).stem, STOCK_CV2
     out = [Figure(f"train throughput, {name} (ours / stock; aim 1.3x)", o["images_per_s"],
                   stock.get("images_per_s"), "images/s", ref, at_least=1.0, note=missing),
            Figure(f"train CPU time per image, {name} (ours / stock)", o["cpu_ms_per_image"],

@@ -8,7 +8,8 @@ from .amp import add_amp_argument, add_extractor_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="a yolostitch checkpoint or a stock YOLOv5 .pt")
+    p.add_argument("--weights", required=True, help="a yolostitch checkpoint, a stock YOLOv5 .pt, or an .onnx / "
+                   ".torchscript written by export.py")
     p.add_argument("--source", default="",
                    help="image, directory, glob, .txt list of paths, or video file (local only: no URLs/webcams); "
                         "with --features it may be left out: every image of the cache")

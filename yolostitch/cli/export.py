@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input size (pixels, square; a multiple of the model's largest stride)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the exported graph")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1 or cpu")
-    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch axis")
+    p.add_argument("--dynamic", action="store_true",
+                   help="ONNX: dynamic batch, height and width (val/detect then run it as the .pt: rect batches)")
     p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
     p.add_argument("--int8", action="store_true",
                    help="also write <weights>-int8.onnx (onnxruntime dynamic quantisation; implies onnx)")

@@ -8,7 +8,8 @@ from .amp import add_amp_argument, add_extractor_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="a yolostitch checkpoint or a stock YOLOv5 .pt")
+    p.add_argument("--weights", required=True, help="a yolostitch checkpoint, a stock YOLOv5 .pt, or an .onnx / "
+                   ".torchscript written by export.py")
     p.add_argument("--data", default="shapes.yaml", help="data YAML")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -35,6 +35,7 @@ from ..data.scan import IMAGE_SUFFIXES
 from ..tasks import CLASS_FIELD, TASKS, tasks_of
 from .draw import rows
 from .precision import precision_for, to_float
+from ..export.runtime import is_exported, load_exported
 from ..errors import FlagError, SetupError
 from .predict import postprocess
 from .runs import increment_path, select_device
@@ -159,6 +160,8 @@ class Detector:
         self.precision = precision_for(amp, self.device)  # --amp: the forward's autocast (see .precision)
         if isinstance(weights, nn.Module):
             self.model = weights.to(self.device).eval()
+        elif is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
+            self.model, self.precision = load_exported(weights, self.device, self.precision)
         else:
             from ..models.fuse import fuse_conv_bn
             from ..weights import load_model

@@ -18,6 +18,7 @@ from ..data.scan import scan_split
 from ..weights import load_model
 from ..tasks import CLASS_FIELD, TASKS, ImageTruth, anchor_of, tasks_of
 from ..tasks.registry import registered
+from ..export.runtime import is_exported, load_exported
 from .features import Extractor, feature_source
 from .inputs import input_size, model_input
 from .coco_records import image_id_of
@@ -30,11 +31,13 @@ from .runs import increment_path, select_device
 
 
 def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None, workers: int = 8,
-               use_masks: bool | None = None, instance_fields: Sequence[InstanceField] = ()) -> DataLoader:
-    """Letterboxed rectangular batches; ``kpt_shape`` carries keypoints, ``use_masks`` rasterises masks (at the
-    network input's full resolution, so mask IoU is measured as finely as COCO measures it), ``instance_fields``
-    are tasks' extra label columns."""
-    dataset = MultiTaskDataset(labels, imgsz=imgsz, kpt_shape=kpt_shape, rect=True, batch_size=batch_size,
+               use_masks: bool | None = None, instance_fields: Sequence[InstanceField] = (),
+               rect: bool = True) -> DataLoader:
+    """Letterboxed rectangular batches (square ``imgsz`` ones with ``rect=False``, for fixed-shape exported
+    graphs); ``kpt_shape`` carries keypoints, ``use_masks`` rasterises masks (at the network input's full
+    resolution, so mask IoU is measured as finely as COCO measures it), ``instance_fields`` are tasks' extra label
+    columns."""
+    dataset = MultiTaskDataset(labels, imgsz=imgsz, kpt_shape=kpt_shape, rect=rect, batch_size=batch_size,
                                stride=stride, pad=0.5, use_masks=use_masks, mask_ratio=1,
                                instance_fields=instance_fields)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=loader_workers(workers, batch_size),
@@ -155,7 +158,10 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     """
     dev = select_device(device)
     precision = precision_for(amp, dev)  # a bad --amp fails before anything loads
-    model = load_model(weights, device=dev)
+    if is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
+        model, precision = load_exported(weights, dev, precision)
+    else:
+        model = load_model(weights, device=dev)
     config = load_data_config(data)
     if task not in config.splits:
         raise FlagError(f"--task {task}: {config.source} has no '{task}' split (it has {sorted(config.splits)})")
@@ -172,7 +178,8 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
         imgsz = cache.imgsz
         loader = feature_val_loader(scan.labels, cache, batch_size, workers=workers, **options)
     else:
-        loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()), workers=workers, **options)
+        loader = val_loader(scan.labels, imgsz, batch_size, int(model.stride.max()), workers=workers,
+                            rect=not getattr(model, "fixed_shape", False), **options)
     save_dir = increment_path(Path(project) / name, exist_ok)
     records: list[dict] = []
     on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None

@@ -73,7 +73,7 @@ def onnx_result(model: StitchModel | ExportModule, path: str | Path, imgsz: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = module.example_inputs(imgsz, batch_size)
-    axes = {name: {0: "batch"} for name in module.input_names + module.output_names} if dynamic else None
+    axes = dynamic_axes(module) if dynamic else None
     exporter, note = _torch_onnx_export(module, inputs, path, opset, axes)
     proto = onnx.load(str(path))
     for key, value in {**module.metadata(imgsz, batch_size, dynamic), "exporter": exporter}.items():
@@ -83,10 +83,33 @@ def onnx_result(model: StitchModel | ExportModule, path: str | Path, imgsz: int 
     onnx.checker.check_model(str(path))
 
     diff = verify_onnx(module, path, inputs)
-    if dynamic:  # the point of a dynamic batch: check another size than the traced one
-        diff = max(diff, verify_onnx(module, path, module.example_inputs(imgsz, batch_size + 1, seed=1)))
+    if dynamic:  # the point of dynamic axes: check another batch and image size than the traced ones
+        diff = max(diff, verify_onnx(module, path, other_inputs(module, imgsz, batch_size)))
     _accept(path, "ONNX", diff, tolerance)
     return ExportResult("onnx", path, diff, note=note)
+
+
+def dynamic_axes(module: ExportModule) -> dict[str, dict[int, str]]:
+    """Batch, height and width of every input dynamic (as stock's ``--dynamic``), and the output axes that
+    follow them: the rows of the per-anchor outputs, the prototypes' height and width."""
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
+                                       for name in module.input_names}
+    for name in module.output_names:
+        base = name.rsplit("_", 1)[0] if name[-1].isdigit() else name
+        if base == "seg_proto" or base == "features":
+            axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
+        elif base == "cls":
+            axes[name] = {0: "batch"}
+        else:  # det, seg_coef, kpt: one row per anchor and cell
+            axes[name] = {0: "batch", 1: f"{name}_rows"}
+    return axes
+
+
+def other_inputs(module: ExportModule, imgsz: int | Sequence[int], batch_size: int) -> tuple[torch.Tensor, ...]:
+    """Inputs of another batch size and image size than the traced ones (one more, one largest stride taller):
+    what a graph claiming dynamic shapes is checked on."""
+    h, w = module.image_size(imgsz)
+    return module.example_inputs((h + module.max_stride, w), batch_size + 1, seed=1)
 
 
 def _torch_onnx_export(module: ExportModule, inputs: tuple[torch.Tensor, ...], path: Path, opset: int,
@@ -162,11 +185,26 @@ def torchscript_result(model: StitchModel | ExportModule, path: str | Path, imgs
     inputs = module.example_inputs(imgsz, batch_size)
     with torch.no_grad(), quiet():
         traced = torch.jit.trace(module, inputs, check_trace=False)
+        dynamic = _runs_other_shapes(traced, module, imgsz, batch_size, tolerance)
         torch.jit.save(traced, str(path),
-                       _extra_files={"config.json": json.dumps(module.metadata(imgsz, batch_size))})
+                       _extra_files={"config.json": json.dumps(module.metadata(imgsz, batch_size, dynamic))})
     diff = verify_torchscript(module, path, inputs)
     _accept(path, "TorchScript", diff, tolerance)
     return ExportResult("torchscript", path, diff)
+
+
+def _runs_other_shapes(traced: torch.jit.ScriptModule, module: ExportModule, imgsz: int | Sequence[int],
+                       batch_size: int, tolerance: float) -> bool:
+    """Whether the trace reproduces the model at another batch and image size (this family's traces do: sizes
+    are traced, grids rebuilt from them); recorded as ``dynamic`` so runtimes know they may feed any shape."""
+    inputs = other_inputs(module, imgsz, batch_size)
+    try:
+        with torch.no_grad():
+            outputs = traced(*inputs)
+            diff = max_relative_diff(module(*inputs), outputs if isinstance(outputs, (tuple, list)) else (outputs,))
+    except RuntimeError:  # a shape baked into the trace
+        return False
+    return diff <= tolerance
 
 
 def verify_torchscript(model: StitchModel | ExportModule, path: str | Path, inputs: Inputs) -> float:

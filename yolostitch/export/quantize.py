@@ -100,15 +100,31 @@ def int8_report(fp32_path: str | Path, int8_path: str | Path,
 
 
 def example_feed(session: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs for an onnxruntime session from its declared shapes (a symbolic batch dimension is 1):
-    images in [0, 1), feature maps standard normal."""
+    """Random inputs for an onnxruntime session from its declared shapes (a symbolic batch dimension is 1,
+    symbolic heights and widths those of the export size in the file's metadata): images in [0, 1), feature
+    maps standard normal."""
     rng = np.random.default_rng(seed)
     feed = {}
     for i in session.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        size = _export_size(session, i.name)
+        shape = [d if isinstance(d, int) and d > 0 else (1 if axis < 2 else size[axis - 2])
+                 for axis, d in enumerate(i.shape)]
         x = rng.random(shape) if i.name == IMAGE_INPUT else rng.standard_normal(shape)
         feed[i.name] = x.astype(np.float32)
     return feed
+
+
+def _export_size(session: Any, name: str) -> tuple[int, int]:
+    """(h, w) of input ``name`` at the export size recorded in the metadata ((1, 1) if none is)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if "imgsz" not in meta:
+        return 1, 1
+    h, w = json.loads(meta["imgsz"])
+    contract = json.loads(meta.get("feature_contract", "{}"))
+    inputs = json.loads(meta.get("inputs", "[]"))
+    strides = dict(zip(inputs[len(inputs) - len(contract):], (c["stride"] for c in contract.values())))
+    stride = strides.get(name, 1)
+    return -(-h // stride), -(-w // stride)
 
 
 def _latency_ms(session: Any, feed: Mapping[str, np.ndarray], runs: int) -> float:

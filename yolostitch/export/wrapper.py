@@ -120,7 +120,9 @@ class ExportModule(nn.Module):
         return _positional(self, inputs)
 
     def metadata(self, imgsz: int | Sequence[int], batch_size: int = 1, dynamic: bool = False) -> dict[str, Any]:
-        """What a runtime needs besides the graph: names, strides, tasks and their outputs, input contract."""
+        """What a runtime needs besides the graph: names, strides, tasks and their outputs, input contract,
+        where feature maps came from (``features``), and whether any batch and image size may be fed
+        (``dynamic``)."""
         from .. import __version__
 
         model = self.model
@@ -135,7 +137,15 @@ class ExportModule(nn.Module):
                 "dynamic": bool(dynamic), "inputs": list(self.input_names), "outputs": list(self.output_names),
                 "tasks": {task: list(names) for task, names in self.task_outputs.items()},
                 **task_metadata, "feature_contract": contract_records(model.feature_contract()),
-                "uses_image": IMAGE_INPUT in self.input_names}
+                "uses_image": IMAGE_INPUT in self.input_names, "features": _feature_record(model),
+                "skeleton": model.yaml.get("skeleton")}
+
+
+def _feature_record(model: StitchModel) -> dict[str, Any]:
+    """The checkpoint's record of where the maps came from (cache or extractor spec, weights hash), so that a
+    runtime can rebuild a built-in extractor as ``val.py`` does for the .pt; plain JSON types only."""
+    record = (getattr(model, "checkpoint", None) or {}).get("features") or {}
+    return {str(k): v for k, v in record.items() if isinstance(v, (str, int, float, bool, dict, type(None)))}
 
 
 def max_relative_diff(reference: Sequence[torch.Tensor], other: Sequence[Any],
