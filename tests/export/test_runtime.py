@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from yolostitch.models.shape import Shape
+
 from yolostitch import build_model
 from yolostitch.cli import main
 from yolostitch.engine.detector import detect
@@ -73,11 +75,12 @@ def test_the_runtime_model_mirrors_the_pt(exported):
         model = ExportedModel(path)
         assert model.names == pt.names and model.nc == 5 and model.kpt_shape == [5, 3] and model.dynamic
         assert model.stride.tolist() == [8, 16, 32] and list(model.heads) == ["det", "seg", "kpt", "cls"]
-        out = model(x)
-        assert torch.allclose(out["det"], reference["det"][0], atol=1e-3)
-        assert torch.allclose(out["seg"][0], reference["seg"][0], atol=1e-4)
-        assert torch.allclose(out["seg"][1], reference["seg"][1], atol=1e-4)
-        assert torch.allclose(out["kpt"], reference["kpt"][0], atol=1e-3)
+        out = model(x)  # the same declared output types as the .pt's eval outputs
+        assert type(out["det"]) is type(reference["det"]) and type(out["seg"]) is type(reference["seg"])
+        assert torch.allclose(out["det"].rows, reference["det"].rows, atol=1e-3)
+        assert torch.allclose(out["seg"].coefficients, reference["seg"].coefficients, atol=1e-4)
+        assert torch.allclose(out["seg"].protos, reference["seg"].protos, atol=1e-4)
+        assert torch.allclose(out["kpt"].rows, reference["kpt"].rows, atol=1e-3)
         assert torch.allclose(out["cls"], reference["cls"], atol=1e-5)
 
 
@@ -100,8 +103,8 @@ def test_fixed_shape_graph_square_batches_and_padding(exported, tiny_shapes, tmp
     with torch.no_grad():
         reference = pt(x)
     out = model(x)
-    assert out["det"].shape == reference["det"][0].shape
-    assert torch.allclose(out["det"], reference["det"][0], atol=1e-3)
+    assert out["det"].rows.shape == reference["det"].rows.shape
+    assert torch.allclose(out["det"].rows, reference["det"].rows, atol=1e-3)
     # a narrower image (detect.py's stride-multiple letterbox) is padded bottom-right: prototypes cropped back
     narrow = model(torch.rand(1, 3, IMGSZ, IMGSZ - 32))
     assert narrow["seg"][1].shape == (1, 32, IMGSZ // 4, (IMGSZ - 32) // 4)
@@ -152,8 +155,7 @@ def test_feature_input_model_from_a_cache(tiny_shapes, tmp_path):
         got = metrics(path, tiny_shapes, tmp_path, "onnx", features=str(cache))
         assert set(got) == set(reference) and all(abs(got[k] - v) <= TOL for k, v in reference.items())
     assert ExportedModel(fixed / "feat.onnx").feature_contract() == {
-        "model.4": {"channels": 64, "stride": 8}, "model.6": {"channels": 128, "stride": 16},
-        "model.9": {"channels": 256, "stride": 32}}
+        "model.4": Shape(64, 8), "model.6": Shape(128, 16), "model.9": Shape(256, 32)}
 
 
 def test_amp_with_onnx_is_fp32_and_says_so(exported, caplog):

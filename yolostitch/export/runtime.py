@@ -31,6 +31,7 @@ from torch import nn
 from ..engine.precision import Precision
 from ..errors import FlagError
 from ..models.shape import Shape
+from ..tasks import tasks_of
 from .sessions import open_runner
 from .wrapper import IMAGE_INPUT
 
@@ -76,6 +77,9 @@ class FeatureSlot:
     c_in: int
     s_in: int
 
+    def contract(self) -> Shape:
+        return Shape(self.c_in, self.s_in)
+
 
 @dataclass(frozen=True)
 class HeadInfo:
@@ -119,6 +123,7 @@ class ExportedModel(nn.Module):
         self.checkpoint = {"path": str(self.path), "kind": f"exported {self.format}",
                            "features": meta.get("features") or {}}
         self.register_buffer("_stride", torch.tensor([float(s) for s in meta["stride"]]), persistent=False)
+        self._task_list = tasks_of(self, every_head=True)  # turn the graph's tensors into each task's eval output
         super().train(False)
 
     # --- what the validator and detector read -------------------------------------------------------
@@ -141,7 +146,7 @@ class ExportedModel(nn.Module):
         return not self.dynamic
 
     def feature_contract(self) -> dict[str, Shape]:
-        return {slot.key: Shape(slot.c_in, slot.s_in) for slot in self.feature_inputs}
+        return {slot.key: slot.contract() for slot in self.feature_inputs}
 
     def train(self, mode: bool = True) -> ExportedModel:
         """Always eval: an exported graph only runs inference."""
@@ -158,11 +163,8 @@ class ExportedModel(nn.Module):
         if size is not None and not self.dynamic:
             outputs = self._crop_protos(outputs, size)
         device = tensors[0].device
-        result: dict[str, Any] = {}
-        for task, names in self.tasks.items():
-            values = [outputs[n].to(device) for n in names]
-            result[task] = tuple(values) if len(values) > 1 else values[0]
-        return result
+        return {task.key: task.eval_output([outputs[n].to(device) for n in self.tasks[task.key]])
+                for task in self._task_list}
 
     def _positional(self, x: Any) -> list[torch.Tensor]:
         """The graph's inputs in order from an image batch, ``{key: map, "image": batch}`` or a sequence."""

@@ -225,6 +225,17 @@ class Task:
             return [output]
         return [output.rows] if isinstance(output, AnchorRows) else list(output)
 
+    @property
+    def per_anchor(self) -> bool:
+        """Whether the task predicts one row per anchor (the anchor task, and tasks riding through its NMS)."""
+        return self.anchor or type(self).nms_columns is not Task.nms_columns
+
+    def eval_output(self, tensors: list[Tensor]) -> Any:
+        """The inverse of :meth:`export_tensors`: an exported graph's tensors as this task's eval output."""
+        if self.per_anchor and len(tensors) == 1:
+            return AnchorRows(tensors[0], [])
+        return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
     def export_metadata(self) -> dict[str, Any]:
         """What a runtime needs to read this task's outputs (added to the exported file's metadata)."""
         return {}

@@ -14,6 +14,7 @@ from ..engine.coco_records import encode_masks, mask_records
 from ..engine.draw import colour, to_numpy
 from ..engine.metrics import DetectionStats, mask_iou
 from ..engine.predict import assemble_masks, image_region, unletterbox_masks
+from ..heads.outputs import MaskRows
 from ..losses.segment import mask_term
 from ..ops import resize_masks
 from .base import ImageTruth, Meter, SharedTargets, Task
@@ -90,6 +91,9 @@ class InstanceMasks(Task):
 
     def nms_columns(self, output: Any) -> Tensor:
         return output[0]
+
+    def eval_output(self, tensors: list[Tensor]) -> MaskRows:
+        return MaskRows(*tensors)
 
     def attach(self, det: Any, columns: Tensor | None, output: Any, image: int) -> None:
         det.fields["coefficients"], det.fields["protos"] = columns, output[1][image]
