@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+def pytest_configure(config) -> None:
+    """Opt-in memory log: ``YOLOSTITCH_TEST_RSS=rss.tsv python -m pytest`` writes each test's peak resident
+    memory (the pytest process and its subprocesses) to rss.tsv and prints the heaviest tests (Linux only;
+    see tests/rss_monitor.py)."""
+    log = os.environ.get("YOLOSTITCH_TEST_RSS")
+    if log:
+        from rss_monitor import RssMonitor
+
+        config.pluginmanager.register(RssMonitor(Path(log).resolve()), "yolostitch-rss-monitor")
 
 
 @pytest.fixture(scope="session")
