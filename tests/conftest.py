@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+def pytest_configure(config) -> None:
+    """Opt-in memory log: ``YOLOSTITCH_TEST_RSS=rss.tsv python -m pytest`` writes each test's peak resident
+    memory (the pytest process and its subprocesses) to rss.tsv and prints the heaviest tests (Linux only;
+    see tests/rss_monitor.py)."""
+    log = os.environ.get("YOLOSTITCH_TEST_RSS")
+    if log:
+        from rss_monitor import RssMonitor
+
+        config.pluginmanager.register(RssMonitor(Path(log).resolve()), "yolostitch-rss-monitor")
+
+
+def _return_freed_memory() -> None:
+    """Collect cycles (models, optimizers and loaders often sit in them) and hand freed heap pages back to the
+    OS (glibc keeps them otherwise), so the pytest process does not grow test after test; loader workers and
+    DDP ranks forked later then start from a small parent."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _free_memory_after_each_test():
+    yield
+    _return_freed_memory()
 
 
 @pytest.fixture(scope="session")

@@ -179,7 +179,7 @@ def test_polygon_boxes_equal_ultralytics_segment2box():
     np.testing.assert_allclose(ours, theirs, atol=1e-3)
 
 
-def test_image_cache_serves_copies_within_its_budget(tmp_path):
+def test_image_cache_serves_read_only_images_within_its_budget(tmp_path):
     import cv2
 
     for i in range(3):
@@ -189,5 +189,6 @@ def test_image_cache_serves_copies_within_its_budget(tmp_path):
     ds = MultiTaskDataset(labels, imgsz=30, cache_images=True, cache_bytes=2 * 20 * 30 * 3)
     assert sorted(ds._images) == [0, 1]  # the third does not fit
     img, _, _ = ds.load_image(1)
-    img[:] = 255  # a transform writing into its input must not change the cache
+    with pytest.raises(ValueError, match="read-only"):  # a transform writing into its input cannot change the cache
+        img[:] = 255
     assert (ds.load_image(1)[0] == 40).all() and (ds.load_image(2)[0] == 80).all()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 from ultralytics.data.augment import (Compose, CopyPaste, LetterBox, MixUp, Mosaic, RandomFlip, RandomHSV,
                                       RandomPerspective)
@@ -41,6 +42,29 @@ class Perspective(RandomPerspective):
             segments[..., 0] = segments[..., 0].clip(boxes[:, 0:1], boxes[:, 2:3])
             segments[..., 1] = segments[..., 1].clip(boxes[:, 1:2], boxes[:, 3:4])
         return boxes, segments
+
+
+class HSV(RandomHSV):
+    """ultralytics' RandomHSV, same draws and result, with one single-channel table lookup per channel.
+
+    ultralytics looks up all three channels with one 3-channel table, which OpenCV does not vectorise: splitting,
+    three single-channel lookups and merging (stock YOLOv5's way) is ~0.2 ms faster per 640 px image.
+    """
+
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        img = labels["img"]
+        if img.shape[-1] != 3 or not (self.hgain or self.sgain or self.vgain):
+            return labels
+        gains = np.random.uniform(-1, 1, 3) * [self.hgain, self.sgain, self.vgain]
+        x = np.arange(0, 256, dtype=gains.dtype)
+        hue = ((x + gains[0] * 180) % 180).astype(img.dtype)
+        sat = np.clip(x * (gains[1] + 1), 0, 255).astype(img.dtype)
+        val = np.clip(x * (gains[2] + 1), 0, 255).astype(img.dtype)
+        sat[0] = 0  # as ultralytics >= 8.3.79: pure white keeps its colour
+        channels = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+        looked_up = [cv2.LUT(c, table, dst=c) for c, table in zip(channels, (hue, sat, val))]
+        cv2.cvtColor(cv2.merge(looked_up), cv2.COLOR_HSV2BGR, dst=img)
+        return labels
 
 
 def polygon_boxes(polygons: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -115,7 +139,7 @@ def train_transforms(dataset: Any, imgsz: int, hyp: dict[str, float] | None = No
     return Compose([
         pre,
         MixUp(dataset, pre_transform=pre, p=h["mixup"]),
-        RandomHSV(hgain=h["hsv_h"], sgain=h["hsv_s"], vgain=h["hsv_v"]),
+        HSV(hgain=h["hsv_h"], sgain=h["hsv_s"], vgain=h["hsv_v"]),
         RandomFlip(direction="vertical", p=flipud, flip_idx=flip_idx),
         RandomFlip(direction="horizontal", p=fliplr, flip_idx=flip_idx),
     ])

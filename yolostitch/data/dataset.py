@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from ultralytics.utils.instance import Instances
 
 from .augment import train_transforms, val_transforms
+from .image_layout import rgb_chw
 from .labels import ImageLabels
 
 LOGGER = logging.getLogger("yolostitch")
@@ -132,19 +133,25 @@ class MultiTaskDataset(Dataset):
                     continue
                 if self._image_bytes + img.nbytes > self._cache_budget:
                     break
-                self._images[index] = img
-                self._image_bytes += img.nbytes
+                self._keep_image(index, img)
 
     def load_image(self, index: int) -> tuple[np.ndarray | None, tuple[int, int], tuple[int, int]]:
         """BGR image resized so its long side is ``imgsz`` (stock YOLOv5's rounding and interpolation)."""
         if self._images is not None and index in self._images:
-            img = self._images[index].copy()  # some transforms (HSV, copy-paste) write into their input
+            img = self._images[index]  # read-only: the transforms write only into arrays they made
             return img, self.labels[index].shape, img.shape[:2]
         img, shape0, size = self._read_image(index)
         if img is not None and self._images is not None and self._image_bytes + img.nbytes <= self._cache_budget:
-            self._images[index] = img.copy()
-            self._image_bytes += img.nbytes
+            self._keep_image(index, img.copy())
         return img, shape0, size
+
+    def _keep_image(self, index: int, img: np.ndarray) -> None:
+        """Cache a decoded image, read-only: it is handed out without a copy (mosaic, affine, letterbox and
+        copy-paste read it and make new arrays), so a transform that wrote into its input would raise, not
+        silently change the cache."""
+        img.setflags(write=False)
+        self._images[index] = img
+        self._image_bytes += img.nbytes
 
     def _read_image(self, index: int) -> tuple[np.ndarray | None, tuple[int, int], tuple[int, int]]:
         lab = self.labels[index]
@@ -174,7 +181,7 @@ class MultiTaskDataset(Dataset):
         cls = labels["cls"].reshape(-1, 2 + self._extra_width())
         has_mask = cls[:, 1] > 0
         sample = {
-            "img": torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))),
+            "img": torch.from_numpy(rgb_chw(img)),
             "cls": torch.from_numpy(cls[:, 0]).long(),
             "has_mask": torch.from_numpy(has_mask),
             "im_file": labels["im_file"], "ori_shape": labels["ori_shape"],
@@ -237,17 +244,29 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     (the image of each instance)."""
     batch: dict[str, Any] = {}
     if "img" in samples[0]:
-        batch["img"] = torch.stack([s["img"] for s in samples])
+        batch["img"] = _joined([s["img"] for s in samples], stack=True)
     if "features" in samples[0]:
-        batch["features"] = {k: torch.stack([s["features"][k] for s in samples]) for k in samples[0]["features"]}
+        batch["features"] = {k: _joined([s["features"][k] for s in samples], stack=True)
+                             for k in samples[0]["features"]}
     for key in (*PER_INSTANCE, *samples[0].get("instance_fields", ())):
         if key in samples[0]:
-            batch[key] = torch.cat([s[key] for s in samples])
+            batch[key] = _joined([s[key] for s in samples], stack=False)
     batch["batch_idx"] = torch.cat([torch.full((len(s["cls"]),), i, dtype=torch.long) for i, s in enumerate(samples)])
     for key in ("im_file", "ori_shape", "ratio_pad", "input_hw"):
         if key in samples[0]:
             batch[key] = [s[key] for s in samples]
     return batch
+
+
+def _joined(tensors: list[torch.Tensor], stack: bool) -> torch.Tensor:
+    """``torch.stack`` / ``torch.cat``; in a DataLoader worker straight into shared memory, as torch's own
+    collate does: the batch then crosses to the main process without being copied there first."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.stack(tensors) if stack else torch.cat(tensors)
+    first = tensors[0]
+    shape = (len(tensors), *first.shape) if stack else (sum(len(t) for t in tensors), *first.shape[1:])
+    out = first.new(first._typed_storage()._new_shared(math.prod(shape))).view(shape)  # as torch's collate
+    return torch.stack(tensors, out=out) if stack else torch.cat(tensors, out=out)
 
 
 def resample_polygon(polygon: np.ndarray, n: int) -> np.ndarray:
