@@ -37,6 +37,7 @@ from .draw import rows
 from .precision import precision_for, to_float
 from ..export.runtime import is_exported, load_exported
 from ..errors import FlagError, SetupError
+from .postprocess import pad_edges
 from .predict import postprocess
 from .runs import increment_path, select_device
 
@@ -143,8 +144,7 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[np.ndarr
     pad_x, pad_y = ((-w) % stride) / 2, ((-h) % stride) / 2
     if (w, h) != (w0, h0):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
-    bottom, right = round(pad_y + 0.1), round(pad_x + 0.1)
+    top, bottom, left, right = pad_edges(pad_x, pad_y)
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
     return image, ((gain, gain), (pad_x, pad_y))
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..ops import box_crop
 from ..tasks.base import Task, anchor_of, tasks_for_outputs
-from .postprocess import letterbox_gain_pad, non_max_suppression
+from .postprocess import letterbox_gain_pad, non_max_suppression, pad_edges
 
 
 @dataclass
@@ -98,9 +98,8 @@ def image_region(size: Sequence[int], shape0: Sequence[int], ratio_pad: tuple | 
     """Rows and columns of the letterboxed network input (``size`` h, w) that show the original image."""
     h, w = int(size[0]), int(size[1])
     _, pad = letterbox_gain_pad((h, w), shape0, ratio_pad)
-    top, left = int(round(pad[1] - 0.1)), int(round(pad[0] - 0.1))
-    bottom, right = int(round(h - pad[1] + 0.1)), int(round(w - pad[0] + 0.1))
-    return slice(top, bottom), slice(left, right)
+    top, bottom, left, right = pad_edges(*pad)
+    return slice(top, h - bottom), slice(left, w - right)
 
 
 def unletterbox_masks(masks: torch.Tensor, shape0: Sequence[int], ratio_pad: tuple | None = None) -> torch.Tensor:

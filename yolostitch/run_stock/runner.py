@@ -145,21 +145,7 @@ def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[s
     # on_train_end(last, best, epoch, results): stock's own re-validation of best.pt (fp16 weights)
     callbacks.register_action("on_train_end", "yolostitch",
                               lambda last, best, epoch, results: logged.update(best_pt=[float(v) for v in results[:4]]))
-    argv, sys.argv = sys.argv, sys.argv[:1]  # parse_opt reads sys.argv: take stock's defaults, then set ours
-    try:
-        opt = st.parse_opt(True)
-    finally:
-        sys.argv = argv
-    from .init_weights import start_from
-
-    init = str(Path(spec["init"]).resolve()) if spec.get("init") else ""  # stock's --weights: where it starts
-    transferred = start_from(st, init) if init else {}
-    settings = {"weights": init, "cfg": str(cfg), "data": spec["data"],
-                "hyp": spec["hyp"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
-                "imgsz": spec["imgsz"], "device": spec["device"], "workers": spec["workers"], "seed": spec["seed"],
-                "project": spec["project"], "name": spec.get("name", "stock"), "exist_ok": True}
-    for key, value in settings.items():
-        setattr(opt, key, value)
+    opt, transferred = stock_train_options(st, spec, cfg, "stock")
     start = time.perf_counter()
     st.main(opt, callbacks)
     wall = time.perf_counter() - start
@@ -167,6 +153,28 @@ def train_stock(spec: dict[str, Any], prepare: Callable | None = None) -> dict[s
     return {"box_precision": p, "box_recall": r, "box_map50": map50, "box_map": map_, "best_pt": logged.get("best_pt"),
             "wall_s": wall, "save_dir": str(opt.save_dir), "last": str(Path(opt.save_dir) / "weights" / "last.pt"),
             "cfg": str(cfg), "transferred": transferred}
+
+
+def stock_train_options(train_module: types.ModuleType, spec: dict[str, Any], cfg: str | Path,
+                        default_name: str) -> tuple[Any, dict]:
+    """Options for stock's ``train.py`` (detection or segment): its own parser's defaults with the comparison's
+    settings, starting from ``spec["init"]`` as stock's ``--weights`` would; and what that start transferred."""
+    from .init_weights import start_from
+
+    argv, sys.argv = sys.argv, sys.argv[:1]  # parse_opt reads sys.argv: take stock's defaults, then set ours
+    try:
+        opt = train_module.parse_opt(True)
+    finally:
+        sys.argv = argv
+    init = str(Path(spec["init"]).resolve()) if spec.get("init") else ""  # stock's --weights: where it starts
+    transferred = start_from(train_module, init) if init else {}
+    settings = {"weights": init, "cfg": str(cfg), "data": spec["data"],
+                "hyp": spec["hyp"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
+                "imgsz": spec["imgsz"], "device": spec["device"], "workers": spec["workers"], "seed": spec["seed"],
+                "project": spec["project"], "name": spec.get("name", default_name), "exist_ok": True}
+    for key, value in settings.items():
+        setattr(opt, key, value)
+    return opt, transferred
 
 
 def load_stock_weights(path: str | Path, cfg: str | Path, model_class: str = "DetectionModel"):

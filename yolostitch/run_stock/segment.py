@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .importer import import_stock_yolo, stock_yaml_dir
-from .init_weights import start_from
-from .runner import _stand_ins, _stub_network, child_main, load_stock_weights
+from .runner import _stand_ins, _stub_network, child_main, load_stock_weights, stock_train_options
 
 # the 12 values segment/val.py's run returns first, in its order
 VAL_KEYS = ("box_precision", "box_recall", "box_map50", "box_map", "mask_precision", "mask_recall", "mask_map50",
@@ -75,19 +74,7 @@ def train_stock_segment(spec: dict[str, Any], prepare: Callable | None = None) -
     record = _record_validation(sst)
     if prepare is not None:
         prepare(sst)
-    argv, sys.argv = sys.argv, sys.argv[:1]  # parse_opt reads sys.argv: take stock's defaults, then set ours
-    try:
-        opt = sst.parse_opt(True)
-    finally:
-        sys.argv = argv
-    init = str(Path(spec["init"]).resolve()) if spec.get("init") else ""  # stock's --weights: where it starts
-    transferred = start_from(sst, init) if init else {}
-    settings = {"weights": init, "cfg": str(cfg), "data": spec["data"],
-                "hyp": spec["hyp"], "epochs": spec["epochs"], "batch_size": spec["batch_size"],
-                "imgsz": spec["imgsz"], "device": spec["device"], "workers": spec["workers"], "seed": spec["seed"],
-                "project": spec["project"], "name": spec.get("name", "stock-seg"), "exist_ok": True}
-    for key, value in settings.items():
-        setattr(opt, key, value)
+    opt, transferred = stock_train_options(sst, spec, cfg, "stock-seg")
     start = time.perf_counter()
     sst.main(opt)
     wall = time.perf_counter() - start
