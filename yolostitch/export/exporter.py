@@ -73,7 +73,7 @@ def onnx_result(model: StitchModel | ExportModule, path: str | Path, imgsz: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = module.example_inputs(imgsz, batch_size)
-    axes = dynamic_axes(module) if dynamic else None
+    axes = dynamic_axes(module, inputs) if dynamic else None
     exporter, note = _torch_onnx_export(module, inputs, path, opset, axes)
     proto = onnx.load(str(path))
     for key, value in {**module.metadata(imgsz, batch_size, dynamic), "exporter": exporter}.items():
@@ -89,19 +89,17 @@ def onnx_result(model: StitchModel | ExportModule, path: str | Path, imgsz: int 
     return ExportResult("onnx", path, diff, note=note)
 
 
-def dynamic_axes(module: ExportModule) -> dict[str, dict[int, str]]:
+def dynamic_axes(module: ExportModule, inputs: Sequence[torch.Tensor]) -> dict[str, dict[int, str]]:
     """Batch, height and width of every input dynamic (as stock's ``--dynamic``), and the output axes that
-    follow them: the rows of the per-anchor outputs, the prototypes' height and width."""
+    follow them, told by each output's rank on ``inputs`` (no task named): a map (batch, c, h, w) such as mask
+    prototypes, per-anchor rows (batch, rows, values), or one vector per image (batch, values)."""
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
                                        for name in module.input_names}
-    for name in module.output_names:
-        base = name.rsplit("_", 1)[0] if name[-1].isdigit() else name
-        if base == "seg_proto" or base == "features":
-            axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
-        elif base == "cls":
-            axes[name] = {0: "batch"}
-        else:  # det, seg_coef, kpt: one row per anchor and cell
-            axes[name] = {0: "batch", 1: f"{name}_rows"}
+    with torch.no_grad():
+        outputs = module(*inputs)
+    for name, out in zip(module.output_names, outputs):
+        axes[name] = ({0: "batch", 2: f"{name}_height", 3: f"{name}_width"} if out.dim() == 4 else
+                      {0: "batch", 1: f"{name}_rows"} if out.dim() == 3 else {0: "batch"})
     return axes
 
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..engine.precision import Precision
 from ..errors import FlagError
+from ..heads.outputs import MaskRows
 from ..models.shape import Shape
 from ..tasks import tasks_of
 from .sessions import open_runner
@@ -86,7 +87,6 @@ class HeadInfo:
     """What a task reads from its head module (``tasks.base.head_module``) when validating or detecting."""
 
     task: str
-    kpt_shape: tuple[int, ...] | None = None
     nc: int | None = None
     nl: int | None = None
 
@@ -111,9 +111,8 @@ class ExportedModel(nn.Module):
         self.dynamic = bool(meta.get("dynamic", False))
         self.tasks: dict[str, list[str]] = {str(t): list(n) for t, n in meta["tasks"].items()}
         self.heads = {task: i for i, task in enumerate(self.tasks)}
-        kpt = tuple(meta["kpt_shape"]) if meta.get("kpt_shape") else None
-        self.model = [HeadInfo(task, kpt if task.partition("@")[0] == "kpt" else None, self.yaml["nc"],
-                               len(meta["stride"])) for task in self.tasks]
+        # head stand-ins for the tasks (a keypoint task reads kpt_shape from this model when its head has none)
+        self.model = [HeadInfo(task, self.yaml["nc"], len(meta["stride"])) for task in self.tasks]
         contract = meta.get("feature_contract") or {}
         feature_names = meta["inputs"][len(meta["inputs"]) - len(contract):] if contract else []
         self.feature_inputs = [FeatureSlot(str(key), f"input {name!r} of {self.path.name}", int(c["channels"]),
@@ -160,11 +159,12 @@ class ExportedModel(nn.Module):
         if not self.dynamic:
             tensors = self._fit(tensors)
         outputs = dict(zip(self.meta["outputs"], self._run(tensors)))
-        if size is not None and not self.dynamic:
-            outputs = self._crop_protos(outputs, size)
         device = tensors[0].device
-        return {task.key: task.eval_output([outputs[n].to(device) for n in self.tasks[task.key]])
-                for task in self._task_list}
+        result = {task.key: task.eval_output([outputs[n].to(device) for n in self.tasks[task.key]])
+                  for task in self._task_list}
+        if size is not None and not self.dynamic:
+            result = {key: self._crop_protos(out, size) for key, out in result.items()}
+        return result
 
     def _positional(self, x: Any) -> list[torch.Tensor]:
         """The graph's inputs in order from an image batch, ``{key: map, "image": batch}`` or a sequence."""
@@ -221,13 +221,11 @@ class ExportedModel(nn.Module):
             parts.append([o[:b - short] for o in outputs])
         return [torch.cat(column) for column in zip(*parts)]
 
-    def _crop_protos(self, outputs: dict[str, torch.Tensor], size: Sequence[int]) -> dict[str, torch.Tensor]:
+    def _crop_protos(self, output: Any, size: Sequence[int]) -> Any:
         """Mask prototypes of a padded image cropped back to the image the caller gave (their stride divides the
-        letterbox's), so masks assembled at that size line up."""
+        letterbox's), so masks assembled at that size line up; other outputs as they are."""
+        if not isinstance(output, MaskRows):
+            return output
         h, w = self.imgsz
-        for task, names in self.tasks.items():
-            if task.partition("@")[0] == "seg" and len(names) == 2:
-                proto = outputs[names[1]]
-                ph, pw = proto.shape[2:]
-                outputs[names[1]] = proto[:, :, :round(size[0] * ph / h), :round(size[1] * pw / w)]
-        return outputs
+        ph, pw = output.protos.shape[2:]
+        return output._replace(protos=output.protos[:, :, :round(size[0] * ph / h), :round(size[1] * pw / w)])

@@ -3,7 +3,7 @@ unpickling code.
 
 Stock's train (detection and ``segment/train.py`` alike) does, for ``--weights W.pt``::
 
-    ckpt = torch.load(W, map_location='cpu')
+    ckpt = torch.load of W, on the CPU (an unpickling of the whole file)
     model = Model(cfg or ckpt['model'].yaml, ch=3, nc=nc, anchors=hyp.get('anchors'))
     csd = intersect_dicts(ckpt['model'].float().state_dict(), model.state_dict(), exclude=['anchor'])
     model.load_state_dict(csd, strict=False)
