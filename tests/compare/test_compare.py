@@ -12,6 +12,7 @@ import torch
 from yolostitch.cli import main
 from yolostitch.compare import CompareOptions, compare
 from yolostitch.compare.report import markdown
+from yolostitch.errors import FlagError
 
 
 def _options(tiny_shapes, tmp_path, **kw) -> CompareOptions:
@@ -58,6 +59,15 @@ def test_feature_input_model_trains_on_its_cache_and_is_timed_from_it(tiny_shape
     assert row["box_map"] == metrics["box_map"] and row["latency_ms"] > 0
     assert "excl. the feature extractor" in row["latency_note"]
     assert "latency excl. the feature extractor" in (tmp_path / "compare" / "exp" / "compare.md").read_text()
+
+    # from the image model with the adapters stitched to its backbone: the row says so, and the run fitted them
+    with pytest.raises(FlagError, match="--stitch-init fits the adapters of the FeatureInput rows"):
+        compare(_options(tiny_shapes, tmp_path, cfg=["yolov5n-feat.yaml"], features=str(cache), stitch_init=4))
+    row, = compare(_options(tiny_shapes, tmp_path, cfg=["yolov5n-feat.yaml"], features=str(cache),
+                            init=str(backbone), stitch_init=4, name="stitched"))
+    assert row["init"].endswith("adapters stitched to its backbone on 4 images")
+    stitched = json.loads((tmp_path / "compare" / "stitched" / "runs" / "yolov5n-feat" / "metrics.json").read_text())
+    assert row["box_map"] == stitched["box_map"]
 
 
 def test_markdown_shows_mask_and_pose_columns_only_when_a_row_has_them():

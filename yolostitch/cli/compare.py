@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--init: do not copy the Detect class rows of the data's classes that the checkpoint also "
                         "names (ours only; stock never does)")
     p.add_argument("--features", default="", help="feature cache (extract.py) for the FeatureInput models")
+    p.add_argument("--stitch-init", nargs="?", type=int, const=64, default=0, metavar="N",
+                   help="FeatureInput rows with --init: fit their adapters by least squares on N training images "
+                        "(default 64) to --init's backbone, as train.py --stitch-init")
     p.add_argument("--stock", action="store_true", help="add a row from the real stock YOLOv5 (pip yolov5) for "
                    "each stock architecture among --cfg, trained with the same data, recipe and epochs")
     p.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameter YAML shared by every run")

@@ -54,6 +54,7 @@ class CompareOptions:
     init: str = ""  # checkpoint every trained row starts from (ours: train.py --weights; stock: its --weights)
     class_transfer: bool = True  # --init: also Detect's class rows of the data's classes the checkpoint names
     features: str = ""  # feature cache for the FeatureInput models among them
+    stitch_init: int = 0  # FeatureInput rows: fit their adapters on this many images to --init's backbone
     stock: bool = False  # add stock YOLOv5's own run for each stock architecture in cfg
     hyp: str = "hyp.scratch-low.yaml"
     epochs: int = 100
@@ -87,6 +88,10 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
                         "extract.py")
     if opt.init:
         _check_init(opt, bool(stock_cfgs))
+    if opt.stitch_init and not (opt.init and feature_models):
+        raise FlagError("--stitch-init fits the adapters of the FeatureInput rows to the backbone of --init: give "
+                        f"--init WEIGHTS and a FeatureInput model among --cfg (got --init {opt.init or 'none'}, "
+                        f"--cfg {opt.cfg})")
 
     from ..engine.trainer import load_hyp
 
@@ -128,12 +133,15 @@ def train_row(cfg: str, opt: CompareOptions, hyp: str, save_dir: Path, latency_f
     options = TrainOptions(cfg=cfg, data=opt.data, hyp=hyp, epochs=opt.epochs, batch_size=opt.batch_size,
                            imgsz=opt.imgsz, device=opt.device, workers=opt.workers, seed=opt.seed,
                            project=str(save_dir / "runs"), name=name, exist_ok=True, features=features,
-                           weights=opt.init, class_transfer=opt.class_transfer, amp=opt.amp)
+                           weights=opt.init, class_transfer=opt.class_transfer, amp=opt.amp,
+                           stitch_init=opt.stitch_init if features else 0)
     start = time.perf_counter()
     summary = train(options)
     train_s = time.perf_counter() - start
     weights = Path(summary["save_dir"]) / "weights" / "last.pt"
     init = {"init": summary.get("init") or f"from {Path(opt.init).name}"} if opt.init else {}
+    if opt.init and features and opt.stitch_init:
+        init["init"] += f"; adapters stitched to its backbone on {opt.stitch_init} images"
     return {"model": name, "source": "yolostitch, trained", **_accuracy(summary),
             **_measure(weights, opt.imgsz, features, latency_files, opt.threads, opt.amp), "train_s": train_s,
             "weights": str(weights), **init}
