@@ -1,5 +1,7 @@
-"""Inference latency per runtime: our PyTorch model in fp32 and in bf16 autocast, and its ONNX export in
-ONNX Runtime, each as detect.py runs it (letterbox + forward + NMS, batch 1).
+"""Inference latency per runtime: our PyTorch model in fp32 and in bf16 autocast (our default), its ONNX export in
+ONNX Runtime, each as detect.py runs it (letterbox + forward + NMS, batch 1), and stock YOLOv5's own inference of
+the same weights as its detect.py runs it (its letterbox, Conv+BN-fused forward in fp32, its NMS; with its own
+``cv2.setNumThreads(0)``).
 
     python benchmarks/runtimes.py                              # yolov5s at 640 on coco128 images (or generated)
     python benchmarks/runtimes.py --cfg yolov5n.yaml --imgsz 320 --images 4 --repeats 1   # smoke run
@@ -8,7 +10,8 @@ The model has random weights (latency does not depend on them; NMS sees the same
 runtime) and is exported with ``--dynamic``, so ONNX Runtime gets the same rectangular letterbox as PyTorch.
 Each runtime runs ``--images`` images ``--repeats`` times (the runtimes in turns) after two warm-up images; its
 figure is the best repeat's mean milliseconds per image (other jobs share the CPU; the best repeat is the one
-they disturbed least). The reference of every row is PyTorch fp32 measured in the same run; no targets (informational).
+they disturbed least). The reference of the runtime rows is our PyTorch fp32 measured in the same run
+(informational); the row against stock has the target ours (default precision) >= 1.5x stock's speed.
 bf16 falls back to fp32 on a CPU without native bf16, and its row then says so.
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from _common import Figure, use_this_checkout, write_json
+from _common import STOCK_CV2, Figure, import_stock, stock_opencv_threads, use_this_checkout, write_json
 
 use_this_checkout()  # measure this checkout's yolostitch
 
@@ -43,6 +46,21 @@ def load_images(datasets: Path, n: int, imgsz: int) -> tuple[list[np.ndarray], s
     rng = np.random.default_rng(0)
     return [rng.integers(0, 255, (imgsz * 3 // 4, imgsz, 3), dtype=np.uint8) for _ in range(n)], \
         f"{n} random {imgsz}x{imgsz * 3 // 4} images (coco128 not found)"
+
+
+class StockDetector:
+    """Stock YOLOv5's detect.py inference of our checkpoint's weights, run with stock's OpenCV thread setting."""
+
+    def __init__(self, weights: Path, cfg: str, imgsz: int):
+        from yolostitch.run_stock.importer import stock_yaml_dir
+        from yolostitch.run_stock.runner import load_stock_weights, stock_detector
+
+        model = load_stock_weights(weights, stock_yaml_dir() / cfg)
+        self.run = stock_detector(model.fuse(), imgsz)  # stock's detect.py fuses Conv+BN, as ours does
+
+    def __call__(self, image: np.ndarray):
+        with stock_opencv_threads():
+            return self.run(image)
 
 
 def best_ms_per_image(detectors: dict[str, Detector], images: list[np.ndarray], repeats: int) -> dict[str, float]:
@@ -79,6 +97,9 @@ def main() -> None:
         runs = {"torch fp32": Detector(weights, args.imgsz, device="cpu", amp="off"),
                 "torch bf16": Detector(weights, args.imgsz, device="cpu", amp="auto"),
                 "ONNX Runtime fp32": Detector(weights.with_suffix(".onnx"), args.imgsz, device="cpu")}
+        stock_missing = import_stock()
+        if stock_missing is None:
+            runs["stock YOLOv5"] = StockDetector(weights, args.cfg, args.imgsz)
         bf16 = runs["torch bf16"].precision.describe()
         ms = best_ms_per_image(runs, images, args.repeats)
         session = runs["ONNX Runtime fp32"].model.runner.session
@@ -97,6 +118,14 @@ def main() -> None:
                       ms["torch fp32"], "ms/image", reference),
                Figure(f"inference latency, {stage}: ONNX Runtime fp32 / torch bf16", ms["ONNX Runtime fp32"],
                       ms["torch bf16"], "ms/image", "ours, torch bf16")]
+    if stock_missing is None:  # speed ratio: stock's ms over ours, so >= 1.5x means ours is 1.5x as fast
+        figures.insert(0, Figure(f"inference speed, {stage} (ours, default precision / stock)",
+                                 1e3 / ms["torch bf16"], 1e3 / ms["stock YOLOv5"], "images/s", STOCK_CV2,
+                                 at_least=1.5,
+                                 note="" if "bf16" in bf16 else f"no bf16 here: {bf16}"))
+    else:
+        figures.insert(0, Figure(f"inference speed, {stage} (ours, default precision / stock)", None, None,
+                                 "images/s", STOCK_CV2, note=stock_missing))
     write_json(args.json, "runtimes", figures, [settings], ms_per_image=ms)
 
 
