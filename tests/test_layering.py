@@ -61,3 +61,14 @@ def test_inference_imports_no_loss_code():
     inference = ["yolostitch.engine.predict", "yolostitch.engine.validator", "yolostitch.engine.metrics",
                  "yolostitch.engine.postprocess", "yolostitch.engine.detector", "yolostitch.export"]
     assert [pair for m in inference for pair in _importers(graph, m, "yolostitch.losses")] == []
+
+
+def test_data_and_engine_share_the_letterbox_through_ops():
+    """The one letterbox lives in ``ops``, which data and engine both import: data never imports the engine, and
+    ``ops`` imports neither (only ``errors``)."""
+    graph = _graph()
+    assert _importers(graph, "yolostitch.data", "yolostitch.engine") == []
+    assert [p for p in _importers(graph, "yolostitch.ops", "yolostitch")
+            if not p.split(" -> ")[1].startswith(("yolostitch.ops", "yolostitch.errors"))] == []
+    assert "yolostitch.ops.letterbox" in graph["yolostitch.data.letterbox"]
+    assert "yolostitch.ops.letterbox" in graph["yolostitch.engine.detector"]

@@ -37,13 +37,12 @@ from .draw import rows
 from .precision import precision_for, to_float
 from ..export.runtime import is_exported, load_exported
 from ..errors import FlagError, SetupError
-from .postprocess import pad_edges
+from ..ops.letterbox import letterbox
 from .predict import postprocess
 from .runs import increment_path, select_device
 
 VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-PAD_VALUE = 114  # grey padding, as the training/validation letterbox
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -131,24 +130,6 @@ def _frames(files: Sequence[Path]) -> Iterator[tuple[int, Path, int | None, int,
 
 # --------------------------------------------------------------------------------------------- inference
 
-def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[np.ndarray, tuple]:
-    """Resize ``image`` so its longer side is ``imgsz`` and pad (grey, centred) to the next multiple of ``stride``.
-
-    Returns the padded image and ``ratio_pad = ((gain, gain), (pad_x, pad_y))`` with the half-paddings as
-    floats, the form ``scale_boxes`` and ``unletterbox_*`` take; odd paddings put the extra pixel at the
-    bottom/right, as the training letterbox does.
-    """
-    h0, w0 = image.shape[:2]
-    gain = min(imgsz / h0, imgsz / w0)
-    w, h = max(round(w0 * gain), 1), max(round(h0 * gain), 1)
-    pad_x, pad_y = ((-w) % stride) / 2, ((-h) % stride) / 2
-    if (w, h) != (w0, h0):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    top, bottom, left, right = pad_edges(pad_x, pad_y)
-    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-    return image, ((gain, gain), (pad_x, pad_y))
-
-
 class Detector:
     """A loaded model plus inference settings; ``detector(image_bgr)`` -> one result dict (no files written)."""
 
@@ -201,7 +182,8 @@ class Detector:
         if self.cache is not None:
             x, shape, ratio_pad = self._cached_maps(im_file)
         else:
-            padded, ratio_pad = letterbox(image, self.imgsz, self.stride)
+            padded, plan = letterbox(image, self.imgsz, self.stride, auto=True)
+            ratio_pad = plan.ratio_pad
             x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(self.device)
             x = x.float()[None] / 255
             shape = tuple(x.shape[2:])
