@@ -59,7 +59,9 @@ def test_inference_imports_no_loss_code():
     """Evaluation, prediction and export take their geometry from ``ops``, not from training's losses."""
     graph = _graph()
     inference = ["yolostitch.engine.predict", "yolostitch.engine.validator", "yolostitch.engine.metrics",
-                 "yolostitch.engine.postprocess", "yolostitch.engine.detector", "yolostitch.export"]
+                 "yolostitch.engine.postprocess", "yolostitch.engine.detector", "yolostitch.engine.sources",
+                 "yolostitch.engine.annotate", "yolostitch.engine.label_files", "yolostitch.engine.video",
+                 "yolostitch.export"]
     assert [pair for m in inference for pair in _importers(graph, m, "yolostitch.losses")] == []
 
 

@@ -9,7 +9,10 @@ import torch
 
 from yolostitch import build_model
 from yolostitch.data.labels import parse_line
-from yolostitch.engine.detector import detect, draw, label_lines, list_sources
+from yolostitch.engine.annotate import draw
+from yolostitch.engine.detector import detect
+from yolostitch.engine.label_files import label_lines
+from yolostitch.engine.sources import list_sources
 from yolostitch.ops.letterbox import letterbox
 from yolostitch.weights import load_model, save_checkpoint
 
