@@ -59,5 +59,18 @@ def test_inference_imports_no_loss_code():
     """Evaluation, prediction and export take their geometry from ``ops``, not from training's losses."""
     graph = _graph()
     inference = ["yolostitch.engine.predict", "yolostitch.engine.validator", "yolostitch.engine.metrics",
-                 "yolostitch.engine.postprocess", "yolostitch.engine.detector", "yolostitch.export"]
+                 "yolostitch.engine.postprocess", "yolostitch.engine.detector", "yolostitch.engine.sources",
+                 "yolostitch.engine.annotate", "yolostitch.engine.label_files", "yolostitch.engine.video",
+                 "yolostitch.export"]
     assert [pair for m in inference for pair in _importers(graph, m, "yolostitch.losses")] == []
+
+
+def test_data_and_engine_share_the_letterbox_through_ops():
+    """The one letterbox lives in ``ops``, which data and engine both import: data never imports the engine, and
+    ``ops`` imports neither (only ``errors``)."""
+    graph = _graph()
+    assert _importers(graph, "yolostitch.data", "yolostitch.engine") == []
+    assert [p for p in _importers(graph, "yolostitch.ops", "yolostitch")
+            if not p.split(" -> ")[1].startswith(("yolostitch.ops", "yolostitch.errors"))] == []
+    assert "yolostitch.ops.letterbox" in graph["yolostitch.data.letterbox"]
+    assert "yolostitch.ops.letterbox" in graph["yolostitch.engine.detector"]

@@ -9,7 +9,11 @@ import torch
 
 from yolostitch import build_model
 from yolostitch.data.labels import parse_line
-from yolostitch.engine.detector import detect, draw, label_lines, letterbox, list_sources
+from yolostitch.engine.annotate import draw
+from yolostitch.engine.detector import detect
+from yolostitch.engine.label_files import label_lines
+from yolostitch.engine.sources import list_sources
+from yolostitch.ops.letterbox import letterbox
 from yolostitch.weights import load_model, save_checkpoint
 
 NAMES = {0: "circle", 1: "triangle", 2: "square", 3: "star", 4: "hexagon"}
@@ -83,7 +87,8 @@ def run(weights, source, tmp_path, **kw):
 
 
 def test_letterbox_pads_to_stride_multiple():
-    padded, ((gain, _), (px, py)) = letterbox(np.zeros((60, 100, 3), np.uint8), 128, 32)
+    padded, plan = letterbox(np.zeros((60, 100, 3), np.uint8), 128, 32, auto=True)
+    (gain, _), (px, py) = plan.ratio_pad
     assert padded.shape == (96, 128, 3)  # 100x60 -> 128x77, height padded up to 96
     assert gain == pytest.approx(1.28) and px == 0 and py == pytest.approx(9.5)
     assert (padded[:9] == 114).all() and (padded[-10:] == 114).all() and (padded[9:86] == 0).all()

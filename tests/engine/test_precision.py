@@ -93,9 +93,10 @@ def test_amp_off_gives_exactly_the_fp32_outputs():
     result = detector(_image())
     assert seen and set(seen) == {torch.float32}
     # the reference: the same letterboxed input through the bare model, outside any policy
-    from yolostitch.engine.detector import letterbox
+    from yolostitch.ops.letterbox import letterbox
 
-    padded, ratio_pad = letterbox(_image(), 96, detector.stride)
+    padded, plan = letterbox(_image(), 96, detector.stride, auto=True)
+    ratio_pad = plan.ratio_pad
     x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
     with torch.no_grad():
         det = postprocess(model(x), 0.0, detector.iou_thres, nc=3, max_det=detector.max_det)[0]

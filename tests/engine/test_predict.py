@@ -48,13 +48,13 @@ def test_image_region_is_exactly_the_letterboxed_image():
     bottom/right) the region holds every image pixel and no padding pixel."""
     import numpy as np
 
-    from yolostitch.engine.detector import PAD_VALUE, letterbox
+    from yolostitch.ops.letterbox import PAD_VALUE, letterbox
     from yolostitch.engine.predict import image_region
 
     for h0, w0 in [(100, 173), (61, 61), (37, 250), (250, 37)]:  # paddings 22, 0, 13 (odd) rows and columns
         image = np.zeros((h0, w0, 3), np.uint8)  # black: every padding pixel is PAD_VALUE, every image one 0
-        padded, ratio_pad = letterbox(image, 128, stride=32)
-        rows, cols = image_region(padded.shape[:2], (h0, w0), ratio_pad)
+        padded, plan = letterbox(image, 128, stride=32, auto=True)
+        rows, cols = image_region(padded.shape[:2], (h0, w0), plan.ratio_pad)
         inside = np.zeros(padded.shape[:2], bool)
         inside[rows, cols] = True
         assert (padded[inside] == 0).all() and (padded[~inside] == PAD_VALUE).all(), (h0, w0)

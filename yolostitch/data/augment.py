@@ -14,8 +14,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-from ultralytics.data.augment import (Compose, CopyPaste, LetterBox, MixUp, Mosaic, RandomFlip, RandomHSV,
-                                      RandomPerspective)
+from ultralytics.data.augment import Compose, CopyPaste, MixUp, Mosaic, RandomFlip, RandomHSV, RandomPerspective
+
+from .letterbox import LetterboxLabels
 
 # stock YOLOv5 hyp.scratch-low.yaml augmentation values
 DEFAULT_AUGMENT: dict[str, float] = {
@@ -145,6 +146,6 @@ def train_transforms(dataset: Any, imgsz: int, hyp: dict[str, float] | None = No
     ])
 
 
-def val_transforms(imgsz: int) -> Compose:
+def val_transforms(imgsz: int) -> LetterboxLabels:
     """Letterbox to ``imgsz`` (or the batch's rect shape), never scaling up, as stock validation does."""
-    return Compose([LetterBox(new_shape=(imgsz, imgsz), auto=False, scaleup=False)])
+    return LetterboxLabels(imgsz, scaleup=False)

@@ -1,1 +1,1 @@
-"""Training, validation and their outputs (plots, metrics, checkpoints)."""
+"""Training, validation, inference (detect) and their outputs (plots, metrics, checkpoints, drawings, label files)."""

@@ -1,9 +1,9 @@
-"""Inference on files: ``detect.py`` / ``yolostitch detect``, and drawing a result on its image.
+"""Inference on files: ``detect.py`` / ``yolostitch detect``.
 
-Sources are local only (an image, a directory, a glob, a ``.txt`` list of paths, or a video file): nothing is
-ever downloaded, so URLs, streams and webcams are refused. Each image is letterboxed to a stride multiple
-(stock ``detect.py``'s rectangular ``auto`` letterbox), run through the model, and its detections mapped
-back to the original image: boxes, masks (at the original resolution) and keypoints.
+Each image of the sources (see :mod:`.sources`: local files only) is letterboxed to a stride multiple (stock
+``detect.py``'s rectangular ``auto`` letterbox, ``ops.letterbox``), run through the model, and its detections mapped
+back to the original image: boxes, masks (at the original resolution) and keypoints. Drawing a result is
+:mod:`.annotate`, its label lines :mod:`.label_files`, annotated videos :mod:`.video`.
 
 A result is a plain dict of CPU tensors in original-image pixels::
 
@@ -18,9 +18,7 @@ A result is a plain dict of CPU tensors in original-image pixels::
 
 from __future__ import annotations
 
-import glob
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -31,122 +29,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.scan import IMAGE_SUFFIXES
-from ..tasks import CLASS_FIELD, TASKS, tasks_of
-from .draw import rows
-from .precision import precision_for, to_float
+from ..errors import FlagError
 from ..export.runtime import is_exported, load_exported
-from ..errors import FlagError, SetupError
-from .postprocess import pad_edges
+from ..ops.letterbox import letterbox
+from ..tasks import CLASS_FIELD, tasks_of
+from .annotate import draw
+from .label_files import label_lines
+from .precision import precision_for, to_float
 from .predict import postprocess
 from .runs import increment_path, select_device
-
-VIDEO_SUFFIXES = {".asf", ".avi", ".gif", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".ts", ".wmv", ".webm"}
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-PAD_VALUE = 114  # grey padding, as the training/validation letterbox
-
-
-# ----------------------------------------------------------------------------------------------- sources
-
-def list_sources(source: str | Path) -> list[Path]:
-    """The image and video files ``source`` names, in order.
-
-    ``source``: an image or video file, a directory (its images and videos, not recursive), a glob pattern
-    (``**`` recurses) or a ``.txt`` file listing one of those per line (relative paths from the list's
-    folder when not found from the working directory). Raises ValueError for URLs, streams and webcams (nothing is
-    downloaded or opened from a network) and FileNotFoundError, naming the path, for anything missing.
-    """
-    text = str(source).strip()
-    if _URL.match(text):
-        raise FlagError(f"--source {text}: URLs and streams are not supported (nothing is downloaded); "
-                        "download the file yourself and pass its local path")
-    path = Path(text).expanduser()
-    if not path.exists() and text.isdigit():
-        raise FlagError(f"--source {text}: webcams are not supported; pass an image, directory, glob, .txt list "
-                        "or video file")
-    if not path.exists() and any(c in text for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        files = [p for p in files if _is_media(p)]
-        if not files:
-            raise FileNotFoundError(f"--source {text}: no images or videos match this pattern")
-        return files
-    if not path.exists():
-        raise FileNotFoundError(f"--source {text}: no such file or directory")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and _is_media(p))
-        if not files:
-            raise FileNotFoundError(f"--source {text}: the directory holds no images or videos "
-                                    f"({', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))})")
-        return files
-    if path.suffix.lower() == ".txt":
-        return [f for line in path.read_text().splitlines() if line.strip()
-                for f in _listed(line.strip(), path)]
-    if not _is_media(path):
-        raise FlagError(f"--source {text}: not an image or video file (suffix {path.suffix or 'none'!r})")
-    return [path]
-
-
-def _is_media(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
-
-
-def _listed(entry: str, listing: Path) -> list[Path]:
-    """The files one line of a ``.txt`` list names (a file, directory or glob; relative to the list's folder
-    when not found from the working directory). Lists inside lists are not followed."""
-    path = Path(entry).expanduser()
-    if not path.is_absolute() and not path.exists() and not _URL.match(entry):
-        beside = listing.parent / path
-        if beside.exists() or glob.glob(str(beside)):
-            entry = str(beside)
-    if Path(entry).suffix.lower() == ".txt":
-        raise FlagError(f"{listing}: {entry}: a list inside a list is not supported")
-    try:
-        return list_sources(entry)
-    except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"{listing}: {str(e).removeprefix('--source ')}") from None
-
-
-def _frames(files: Sequence[Path]) -> Iterator[tuple[int, Path, int | None, int, np.ndarray | None, Any]]:
-    """(file number, file, video frame (1-based) or None, frames in the video, BGR image, capture) for every
-    image and video frame; the image is None for a file that cannot be read."""
-    for number, path in enumerate(files, 1):
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
-            yield number, path, None, 0, cv2.imread(str(path)), None
-            continue
-        cap = cv2.VideoCapture(str(path))
-        try:
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-            frame = 0
-            while cap.isOpened():
-                ok, image = cap.read()
-                if not ok:
-                    break
-                frame += 1
-                yield number, path, frame, count, image, cap
-            if frame == 0:
-                yield number, path, None, 0, None, None
-        finally:
-            cap.release()
-
-
-# --------------------------------------------------------------------------------------------- inference
-
-def letterbox(image: np.ndarray, imgsz: int, stride: int = 32) -> tuple[np.ndarray, tuple]:
-    """Resize ``image`` so its longer side is ``imgsz`` and pad (grey, centred) to the next multiple of ``stride``.
-
-    Returns the padded image and ``ratio_pad = ((gain, gain), (pad_x, pad_y))`` with the half-paddings as
-    floats, the form ``scale_boxes`` and ``unletterbox_*`` take; odd paddings put the extra pixel at the
-    bottom/right, as the training letterbox does.
-    """
-    h0, w0 = image.shape[:2]
-    gain = min(imgsz / h0, imgsz / w0)
-    w, h = max(round(w0 * gain), 1), max(round(h0 * gain), 1)
-    pad_x, pad_y = ((-w) % stride) / 2, ((-h) % stride) / 2
-    if (w, h) != (w0, h0):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    top, bottom, left, right = pad_edges(pad_x, pad_y)
-    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-    return image, ((gain, gain), (pad_x, pad_y))
+from .sources import iter_frames, list_sources
+from .video import VideoWriters
 
 
 class Detector:
@@ -201,7 +94,8 @@ class Detector:
         if self.cache is not None:
             x, shape, ratio_pad = self._cached_maps(im_file)
         else:
-            padded, ratio_pad = letterbox(image, self.imgsz, self.stride)
+            padded, plan = letterbox(image, self.imgsz, self.stride, auto=True)
+            ratio_pad = plan.ratio_pad
             x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(self.device)
             x = x.float()[None] / 255
             shape = tuple(x.shape[2:])
@@ -250,59 +144,6 @@ def _skeleton_of(model: nn.Module) -> list[tuple[int, int]] | None:
         return None
 
 
-# ----------------------------------------------------------------------------------------------- drawing
-
-def draw(image: np.ndarray, result: dict[str, Any], names: dict[int, str] | Sequence[str] | None = None,
-         line_thickness: int | None = None, hide_labels: bool = False, hide_conf: bool = False,
-         skeleton: Sequence[Sequence[int]] | None = None, kpt_threshold: float = 0.5,
-         mask_alpha: float = 0.5) -> np.ndarray:
-    """A copy of ``image`` (BGR, the original the result refers to) with the result drawn on it.
-
-    Every registered task draws its fields, lowest ``draw_layer`` first: masks as translucent class-coloured
-    fills, boxes with class-coloured labels, keypoints as dots (those with a visibility probability <=
-    ``kpt_threshold`` left out) joined by ``skeleton`` pairs, image-level class probabilities in the top-left
-    corner. Text is cv2's built-in Hershey font: no font file is loaded.
-    """
-    im = image.copy()
-    names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names or {})
-    h0, w0 = im.shape[:2]
-    style = {"names": names, "lw": line_thickness or max(round((h0 + w0) / 2 * 0.003), 2), "hide_labels": hide_labels,
-             "hide_conf": hide_conf, "skeleton": skeleton, "kpt_threshold": kpt_threshold, "mask_alpha": mask_alpha}
-    for cls in sorted(TASKS, key=lambda c: c.draw_layer):
-        cls.draw(im, result, style)
-    return im
-
-
-# ------------------------------------------------------------------------------------------ label files
-
-def label_lines(result: dict[str, Any], save_conf: bool = False) -> list[str]:
-    """YOLO txt lines of a result, normalised by the original image size, in this package's label forms.
-
-    ``cls cx cy w h``, then each task's values in ``label_order``: with keypoints ``kx ky v`` per keypoint
-    (``v`` 2 = visible, 0 = not), with masks the largest outer contour of each mask as a polygon, giving the
-    multi-task line (see ``data.labels``); a task whose values alone make a line (the polygon of a
-    segmentation-only model) replaces the box. An instance whose mask is empty keeps its box. ``save_conf``
-    appends the confidence (the line is then a prediction record, no longer a training label).
-    """
-    h0, w0 = result["shape"]
-    scale = np.array([w0, h0], dtype=np.float64)
-    boxes = np.asarray(rows(result["boxes"]), dtype=np.float64).reshape(-1, 4)
-    order = sorted((cls for cls in TASKS if not cls.anchor), key=lambda c: c.label_order)
-    lines = []
-    for j, (c, conf) in enumerate(zip(rows(result[CLASS_FIELD]), rows(result["conf"]))):
-        x1, y1, x2, y2 = boxes[j]
-        values = [(x1 + x2) / 2 / w0, (y1 + y2) / 2 / h0, (x2 - x1) / w0, (y2 - y1) / h0]
-        parts = [(cls, v) for cls in order if (v := cls.label_values(result, j, scale)) is not None]
-        if len(parts) == 1 and parts[0][0].label_alone_replaces_box:
-            values = parts[0][1]
-        else:
-            values += [x for _, v in parts for x in v]
-        if save_conf:
-            values = values + [float(conf)]
-        lines.append(" ".join([str(int(c))] + [f"{v:.6g}" for v in values]))
-    return lines
-
-
 # -------------------------------------------------------------------------------------------------- runs
 
 def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640, conf_thres: float = 0.25,
@@ -328,10 +169,9 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
     save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt else None
     if save_txt:
         (save_dir / "labels").mkdir(exist_ok=True)
-    writers: dict[Path, tuple[cv2.VideoWriter, Path]] = {}
     skipped = []
-    try:
-        for index, path, frame, count, image, cap in _frames(files):
+    with VideoWriters(save_dir) as videos:
+        for index, path, frame, count, image, cap in iter_frames(files):
             if image is None:
                 skipped.append(path)
                 print(f"WARNING: skipping {path}: not a readable image or video", file=sys.stderr)
@@ -352,9 +192,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                         result["save_path"] = str(save_dir / path.name)
                         cv2.imwrite(result["save_path"], drawn)
                     else:
-                        writer, out = _video_writer(writers, save_dir, path, cap, drawn)
-                        writer.write(drawn)
-                        result["save_path"] = str(out)
+                        result["save_path"] = str(videos.write(path, cap, drawn))
                 if save_txt and len(result[CLASS_FIELD]):
                     result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
                     Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
@@ -364,9 +202,6 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 print(f"{where} {path}: {result['input_shape'][0]}x{result['input_shape'][1]} "
                       f"{summary(result, names) or '(no detections),'} {result['inference_ms']:.1f}ms")
             yield result
-    finally:
-        for writer, _ in writers.values():
-            writer.release()
     if verbose:
         print(detector.speed_line())
         print(f"Precision: {detector.precision.describe()}")
@@ -403,17 +238,3 @@ def summary(result: dict[str, Any], names: dict[int, str]) -> str:
     """Stock's per-image count: ``2 circles, 1 star,`` (classes in index order)."""
     counts = torch.bincount(torch.as_tensor(result[CLASS_FIELD]).long()) if len(result[CLASS_FIELD]) else torch.zeros(0)
     return " ".join(f"{n} {names.get(c, str(c))}{'s' * (n > 1)}," for c, n in enumerate(counts.tolist()) if n)
-
-
-def _video_writer(writers: dict, save_dir: Path, path: Path, cap: Any, frame: np.ndarray
-                  ) -> tuple[cv2.VideoWriter, Path]:
-    """The annotated copy of video ``path`` (``<stem>.mp4``, the source's frame rate), opened on first use."""
-    if path not in writers:
-        fps = cap.get(cv2.CAP_PROP_FPS) if cap is not None else 0
-        out = save_dir / f"{path.stem}.mp4"
-        h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps and fps > 0 else 30, (w, h))
-        if not writer.isOpened():
-            raise SetupError(f"cannot write video {out}: this OpenCV build has no mp4v encoder")
-        writers[path] = (writer, out)
-    return writers[path]

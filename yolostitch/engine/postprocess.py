@@ -41,13 +41,6 @@ def non_max_suppression(pred: torch.Tensor, conf_thres: float = 0.25, iou_thres:
     return out
 
 
-def pad_edges(pad_x: float, pad_y: float) -> tuple[int, int, int, int]:
-    """Whole-pixel (top, bottom, left, right) padding of a letterbox whose half-paddings are ``pad_x``, ``pad_y``:
-    an odd total puts the extra pixel at the bottom/right, as the data pipeline's letterbox (ultralytics')
-    does. The one place this rounding is written: inference pads with it, masks are cut back with it."""
-    return round(pad_y - 0.1), round(pad_y + 0.1), round(pad_x - 0.1), round(pad_x + 0.1)
-
-
 def letterbox_gain_pad(from_shape: Sequence[int], to_shape: Sequence[int],
                        ratio_pad: tuple | None = None) -> tuple[float, tuple[float, float]]:
     """(gain, (pad_x, pad_y)) of the letterbox that took an image of ``to_shape`` (h0, w0) to ``from_shape``

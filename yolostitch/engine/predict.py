@@ -13,9 +13,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..ops import box_crop
+from ..ops import box_crop, pad_edges
 from ..tasks.base import Task, anchor_of, tasks_for_outputs
-from .postprocess import letterbox_gain_pad, non_max_suppression, pad_edges
+from .postprocess import letterbox_gain_pad, non_max_suppression
 
 
 @dataclass

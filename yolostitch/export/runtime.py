@@ -32,6 +32,7 @@ from ..engine.precision import Precision
 from ..errors import FlagError
 from ..heads.outputs import MaskRows
 from ..models.shape import Shape
+from ..ops.letterbox import PAD_VALUE as LETTERBOX_GREY
 from ..tasks import tasks_of
 from .sessions import open_runner
 from .wrapper import IMAGE_INPUT
@@ -39,7 +40,7 @@ from .wrapper import IMAGE_INPUT
 LOGGER = logging.getLogger(__name__)
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
-PAD_VALUE = 114 / 255  # the letterbox grey, on 0..1 images
+PAD_VALUE = LETTERBOX_GREY / 255  # on 0..1 images
 ONNX_PRECISION = "ONNX Runtime runs the exported fp32 graph; --amp applies to .pt and .torchscript"
 
 
