@@ -192,3 +192,96 @@ def test_image_cache_serves_read_only_images_within_its_budget(tmp_path):
     with pytest.raises(ValueError, match="read-only"):  # a transform writing into its input cannot change the cache
         img[:] = 255
     assert (ds.load_image(1)[0] == 40).all() and (ds.load_image(2)[0] == 80).all()
+
+
+def _smooth_image(h, w, seed=0):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (9, 9), 3)
+
+
+@pytest.mark.parametrize("s", [0.58, 0.8, 1.0, 1.23, 1.5])
+def test_scale_translate_drawn_by_resize_equals_warp_affine(s):
+    """The resize shortcut samples where warpAffine does with the moved matrix: pixels within rounding, the
+    translation moved by at most half a source pixel, and any other matrix left to warpAffine."""
+    import cv2
+
+    from yolostitch.data.augment import resize_crop
+
+    img = _smooth_image(1280, 1280)
+    rng = np.random.default_rng(int(s * 100))
+    for _ in range(5):
+        tx, ty = 320 - s * 640 + rng.uniform(-64, 64), 320 - s * 640 + rng.uniform(-64, 64)
+        M = np.array([[s, 0, tx], [0, s, ty], [0, 0, 1]], np.float32)
+        moved, (x0, y0, nx, ny) = resize_crop(M, img.shape[:2], (640, 640))
+        assert np.abs(moved[:2, 2] - M[:2, 2]).max() <= s / 2 + 1e-4
+        assert (moved[:2, :2] == M[:2, :2]).all()
+        fast = cv2.resize(img[y0:y0 + ny, x0:x0 + nx], None, fx=float(M[0, 0]), fy=float(M[0, 0]))[:640, :640]
+        warped = cv2.warpAffine(img, moved[:2], dsize=(640, 640), borderValue=(114, 114, 114))
+        diff = np.abs(fast.astype(int) - warped.astype(int))
+        assert diff.max() <= 3 and diff.mean() < 0.25, (diff.max(), diff.mean())
+    rotated = np.array([[s, 0.01, 0], [-0.01, s, 0], [0, 0, 1]], np.float32)
+    assert resize_crop(rotated, img.shape[:2], (640, 640)) is None
+    outside = np.array([[s, 0, 100], [0, s, 0], [0, 0, 1]], np.float32)  # would sample left of the image
+    assert resize_crop(outside, img.shape[:2], (640, 640)) is None
+
+
+def test_resized_image_and_labels_stay_registered():
+    """A white square on grey, through the default (scale + translate) affine: the box and polygon the labels
+    get outline the square the image shows, to the pixel, whether resize or warpAffine drew it."""
+    from ultralytics.utils.instance import Instances
+
+    from yolostitch.data.augment import Perspective
+
+    fast_paths = 0
+    for seed in range(30):
+        random.seed(seed)
+        img = np.full((1280, 1280, 3), 114, np.uint8)
+        img[500:700, 560:820] = 255
+        square = np.array([[[560, 500], [820, 500], [820, 700], [560, 700]]], np.float32)
+        labels = {"img": img, "cls": np.zeros((1, 1), np.float32),
+                  "instances": Instances(np.array([[560, 500, 820, 700]], np.float32), square, None,
+                                         bbox_format="xyxy", normalized=False)}
+        affine = Perspective(translate=0.1, scale=0.5, size=(640, 640))
+        params = affine.get_params(labels)
+        fast_paths += "crop" in params
+        out = affine.apply_instances(affine.apply_image(labels, params), params)
+        if not len(out["instances"]):
+            continue
+        x1, y1, x2, y2 = out["instances"].bboxes[0]
+        ys, xs = np.nonzero(out["img"][..., 0] > 200)
+        assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1, (seed, xs.min(), xs.max(), x1, x2)
+        assert abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1, (seed, ys.min(), ys.max(), y1, y2)
+    assert fast_paths >= 20  # most draws take the resize path
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_tiled_mosaic_gives_the_filled_mosaics_samples(masks):
+    """Drawing only the sampled region of a tiled mosaic changes nothing: same pixels and labels as
+    ultralytics' Mosaic filling the whole canvas, through the resize path and warpAffine's (large zoom-outs)."""
+    from ultralytics.data.augment import Compose, Mosaic
+
+    from yolostitch.data.augment import Perspective, TiledMosaic
+
+    rng = np.random.default_rng(0)
+    labels = []
+    for i in range(6):
+        n = int(rng.integers(1, 4))
+        boxes = np.concatenate([rng.uniform(0.3, 0.7, (n, 2)), rng.uniform(0.1, 0.4, (n, 2))], 1).astype(np.float32)
+        polygons = [np.array([[x - w / 2, y - h / 2], [x + w / 2, y - h / 2], [x, y + h / 2]], np.float32)
+                    if masks else np.zeros((0, 2), np.float32) for x, y, w, h in boxes]
+        shape = (int(rng.integers(60, 120)), int(rng.integers(60, 120)))
+        labels.append(ImageLabels(f"mem{i}", shape, np.zeros(n, np.int64), boxes, polygons, None))
+    dataset = InMemory(labels, imgsz=96, augment=True)
+    outputs = []
+    for mosaic in (Mosaic, TiledMosaic):
+        pipeline = Compose([mosaic(dataset, imgsz=96, p=1.0), Perspective(translate=0.1, scale=0.5, size=(96, 96))])
+        random.seed(0)
+        np.random.seed(0)
+        outputs.append([pipeline(dataset.get_image_and_label(i % 6)) for i in range(40)])
+    for filled, tiled in zip(*outputs):
+        np.testing.assert_array_equal(tiled["img"], filled["img"])
+        np.testing.assert_array_equal(tiled["cls"], filled["cls"])
+        np.testing.assert_array_equal(tiled["instances"].bboxes, filled["instances"].bboxes)
+        np.testing.assert_array_equal(tiled["instances"].segments, filled["instances"].segments)

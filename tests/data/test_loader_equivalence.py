@@ -23,7 +23,8 @@ def test_rgb_chw_equals_numpy_layout_for_any_view():
     rng = np.random.default_rng(0)
     for shape in [(48, 64, 3), (1, 1, 3), (0, 5, 3), (7, 5, 4)]:
         img = rng.integers(0, 255, shape, np.uint8)
-        for view in (img, img[::-1], img[:, ::-1], img[::-1, ::-1], img[1:, 2:], img[::2], img.transpose(1, 0, 2)):
+        for view in (img, img[::-1], img[:, ::-1], img[::-1, ::-1], img[1:, 2:], img[::2], img.transpose(1, 0, 2),
+                     img[:, ::2], img[:-1, 1:-2][:, ::-1], img[2:, :-1][::-1]):
             expected = np.ascontiguousarray(view[..., ::-1].transpose(2, 0, 1))
             out = rgb_chw(view)
             assert out.shape == expected.shape and out.flags.c_contiguous

@@ -10,6 +10,7 @@ each instance through mosaic, copy-paste, mixup and filtering.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import cv2
@@ -26,11 +27,42 @@ DEFAULT_AUGMENT: dict[str, float] = {
 
 
 class Perspective(RandomPerspective):
-    """ultralytics' RandomPerspective with the polygon -> box step vectorised (:func:`polygon_boxes`).
+    """ultralytics' RandomPerspective with two shortcuts that keep what it does to labels.
 
-    ultralytics computes each polygon's exact box (of its part inside the image) in a Python loop; doing all
-    at once gives the same boxes (a test pins it) and takes the mask path's extra cost down by a third.
+    - The polygon -> box step is vectorised (:func:`polygon_boxes`): ultralytics computes each polygon's exact
+      box (of its part inside the image) in a Python loop; doing all at once gives the same boxes (a test pins it).
+    - A pure scale + translation (the default: no rotation, shear or perspective) whose source region lies inside
+      the image is drawn by ``cv2.resize`` of that region instead of ``cv2.warpAffine`` of the whole mosaic,
+      ~2.5x faster. ``resize`` samples source pixel ``(x + 0.5) / s - 0.5`` from the region's corner, so the drawn
+      translation is moved by at most half a source pixel to put that corner on a whole pixel, and the moved
+      matrix transforms the labels: image and labels stay exactly registered, and the pixels equal
+      ``warpAffine``'s with that matrix to within rounding (:func:`resize_crop`).
     """
+
+    def get_params(self, labels: dict[str, Any]) -> dict[str, Any]:
+        params = super().get_params(labels)
+        if not self.perspective:
+            crop = resize_crop(params["M"], labels["img"].shape[:2], params["size"])
+            if crop is not None:
+                params["M"], params["crop"] = crop
+        return params
+
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        crop = (params or {}).get("crop")
+        canvas = labels["img"]
+        if crop is None:
+            if isinstance(canvas, TiledCanvas):
+                labels["img"] = canvas.region(0, 0, canvas.shape[1], canvas.shape[0])
+            return super().apply_image(labels, params)
+        x0, y0, nx, ny = crop
+        s = float(params["M"][0, 0])
+        w, h = params["size"]
+        region = (canvas.region(x0, y0, nx, ny) if isinstance(canvas, TiledCanvas)
+                  else canvas[y0:y0 + ny, x0:x0 + nx])
+        img = cv2.resize(region, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
+        labels["img"] = img[:h, :w]
+        labels["resized_shape"] = (h, w)
+        return labels
 
     def apply_segments(self, segments: np.ndarray, M: np.ndarray, size: tuple[int, int]):
         n, points = segments.shape[:2]
@@ -43,6 +75,42 @@ class Perspective(RandomPerspective):
             segments[..., 0] = segments[..., 0].clip(boxes[:, 0:1], boxes[:, 2:3])
             segments[..., 1] = segments[..., 1].clip(boxes[:, 1:2], boxes[:, 3:4])
         return boxes, segments
+
+
+class TiledCanvas:
+    """A mosaic canvas kept as its tiles: ``shape`` of the canvas, and per tile its (x1, y1, x2, y2) place on the
+    canvas and the image view that fills it; the rest is grey (114). :class:`Perspective` draws only the
+    region its resize samples, a third of the canvas on average, instead of filling all of it first."""
+
+    ndim = 3
+
+    def __init__(self, shape: tuple[int, int, int], tiles: list[tuple[tuple[int, int, int, int], np.ndarray]]):
+        self.shape, self.tiles = shape, tiles
+
+    def region(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """The canvas' pixels in [x0, x0 + width) x [y0, y0 + height), as a new array."""
+        out = np.full((height, width, self.shape[2]), 114, np.uint8)
+        for (x1, y1, x2, y2), tile in self.tiles:
+            left, top = max(x1, x0), max(y1, y0)
+            right, bottom = min(x2, x0 + width), min(y2, y0 + height)
+            if right > left and bottom > top:
+                out[top - y0:bottom - y0, left - x0:right - x0] = tile[top - y1:bottom - y1, left - x1:right - x1]
+        return out
+
+
+class TiledMosaic(Mosaic):
+    """ultralytics' 4-image Mosaic (same draws, same labels) handing the next transform a :class:`TiledCanvas`
+    instead of the filled 2s x 2s canvas. Only for a pipeline whose next step is :class:`Perspective`."""
+
+    def apply_image(self, labels: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.n != 4:
+            return super().apply_image(labels, params)
+        tiles = []
+        for item in params["layout"]:
+            view = item["labels_patch"]["img"][item["y1b"]:item["y2b"], item["x1b"]:item["x2b"]]
+            tiles.append(((item["x1a"], item["y1a"], item["x2a"], item["y2a"]), view))
+        labels["img"] = TiledCanvas((self.imgsz * 2, self.imgsz * 2, labels["img"].shape[2]), tiles)
+        return labels
 
 
 class HSV(RandomHSV):
@@ -66,6 +134,31 @@ class HSV(RandomHSV):
         looked_up = [cv2.LUT(c, table, dst=c) for c, table in zip(channels, (hue, sat, val))]
         cv2.cvtColor(cv2.merge(looked_up), cv2.COLOR_HSV2BGR, dst=img)
         return labels
+
+
+def resize_crop(M: np.ndarray, shape: tuple[int, int], size: tuple[int, int]
+                ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """For an affine ``M`` that only scales (by s) and translates: the matrix with its translation moved by at most
+    s / 2 output pixels so that ``cv2.resize`` by s of the source region (x0, y0, width, height) samples exactly
+    where ``cv2.warpAffine`` with that matrix does, and the region; None for any other matrix, or when the output
+    (``size`` w, h) would sample outside the (h, w) source ``shape`` (warpAffine's border then matters).
+
+    Output pixel x samples source ``(x - tx) / s`` under warpAffine and ``x0 + (x + 0.5) / s - 0.5`` under
+    resize of a region starting at x0; they agree when ``tx = 0.5 s - 0.5 - s x0``, so x0 is rounded from that.
+    """
+    s = float(M[0, 0])
+    if not (M[0, 1] == 0 and M[1, 0] == 0 and M[1, 1] == M[0, 0] and s > 0 and M[2, 0] == 0 and M[2, 1] == 0
+            and M[2, 2] == 1):
+        return None
+    w, h = size
+    x0 = round((0.5 * s - 0.5 - float(M[0, 2])) / s)
+    y0 = round((0.5 * s - 0.5 - float(M[1, 2])) / s)
+    nx, ny = math.ceil((w + 1) / s) + 2, math.ceil((h + 1) / s) + 2  # resize's output then covers w x h
+    if x0 < 0 or y0 < 0 or x0 + nx > shape[1] or y0 + ny > shape[0]:
+        return None
+    moved = M.copy()
+    moved[0, 2], moved[1, 2] = 0.5 * s - 0.5 - s * x0, 0.5 * s - 0.5 - s * y0
+    return moved, (x0, y0, nx, ny)
 
 
 def polygon_boxes(polygons: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -128,8 +221,9 @@ def train_transforms(dataset: Any, imgsz: int, hyp: dict[str, float] | None = No
     h = {**DEFAULT_AUGMENT, **(hyp or {})}
     affine = Perspective(degrees=h["degrees"], translate=h["translate"], scale=h["scale"], shear=h["shear"],
                            perspective=h["perspective"], size=(imgsz, imgsz))
-    steps = [Mosaic(dataset, imgsz=imgsz, p=h["mosaic"])]
-    if dataset.use_masks and h["copy_paste"] > 0:
+    copy_paste = dataset.use_masks and h["copy_paste"] > 0  # pastes into the filled canvas
+    steps = [(Mosaic if copy_paste else TiledMosaic)(dataset, imgsz=imgsz, p=h["mosaic"])]
+    if copy_paste:
         steps.append(CopyPaste(dataset, p=h["copy_paste"], mode="flip"))
     steps.append(affine)
     pre = Compose(steps)

@@ -2,7 +2,8 @@
 
 numpy's strided copy of the reversed, transposed view is the slow way (~0.35 ms for 640 x 640); OpenCV splits
 the interleaved channels with SIMD and flips planes as fast, so the same array costs half as much. Flipped
-views (what ``RandomFlip`` returns) are split from their unflipped base and each plane is flipped back.
+views (what ``RandomFlip`` returns) are split from their unflipped base and each plane is flipped back; crops
+(rows padded, as the affine's resize leaves them) are split in place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def rgb_chw(img: np.ndarray) -> np.ndarray:
     reversed_axes = (img.strides[0] < 0, img.strides[1] < 0)
     flip = _FLIP_CODE.get(reversed_axes)
     base = img[::-1 if reversed_axes[0] else 1, ::-1 if reversed_axes[1] else 1]
-    if not base.flags.c_contiguous:  # a crop or a transposed view: numpy's copy handles any strides
+    if base.strides[2] != base.itemsize or base.strides[1] != 3 * base.itemsize:  # transposed or strided columns:
+        # numpy's copy handles any strides (OpenCV needs each row's pixels packed; row padding, as in a crop, is fine)
         return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
     blue, green, red = cv2.split(base)
     if flip is None:
