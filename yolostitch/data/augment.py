@@ -167,7 +167,8 @@ def polygon_boxes(polygons: np.ndarray, width: float, height: float) -> np.ndarr
     The part's extreme points are among: the vertices inside the image, the points where edges cross the
     image border, and the image corners the polygon covers. (n, P, 2) -> (n, 4).
     """
-    lo, hi = polygons.min(1), polygons.max(1)
+    x, y = polygons[..., 0], polygons[..., 1]  # numpy reduces (n, P) planes ~10x faster than (n, P, 2) over P
+    lo, hi = np.stack([x.min(1), y.min(1)], 1), np.stack([x.max(1), y.max(1)], 1)
     boxes = np.concatenate([lo, hi], 1)
     inside = (lo >= 0).all(1) & (hi[:, 0] <= width) & (hi[:, 1] <= height)
     outside = (hi[:, 0] < 0) | (hi[:, 1] < 0) | (lo[:, 0] > width) | (lo[:, 1] > height)
