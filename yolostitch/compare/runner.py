@@ -99,6 +99,8 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
     posed = [c for c in opt.cfg if _has_keypoints(c)]
     if posed and not data.kpt_shape:  # else that row would fail after the rows before it had trained
         raise FlagError(f"--cfg {posed[0]} has a keypoint branch but {data.source} declares no kpt_shape")
+    if feature_models:  # a stale or foreign cache fails now, not after the rows before it have trained
+        _check_feature_cache(opt.features, data)
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     hyp_path = save_dir / "hyp.yaml"  # the one recipe every row trains with, stock included
     hyp_path.write_text(yaml.safe_dump(load_hyp(opt.hyp), sort_keys=False))
@@ -212,6 +214,18 @@ def check_stock_available(segment: bool = False) -> None:
         lines = [line for line in probe.stderr.strip().splitlines() if line.strip()]
         raise SetupError(f"--stock needs the stock YOLOv5 package, which does not import here: "
                          f"{lines[-1] if lines else 'exit ' + str(probe.returncode)}")
+
+
+def _check_feature_cache(features: str, data) -> None:
+    """Refuse a cache that has current maps for none of the training images (training the row would)."""
+    from ..data.feature_cache import FeatureCache, FeatureCacheError
+
+    cache = FeatureCache(features)
+    labels = scan_split(data.splits["train"], data.nc, data.kpt_shape).labels
+    kept, _, skipped = cache.select(labels)
+    if not kept:
+        raise FeatureCacheError(f"{cache.root}: none of the {len(labels)} training images of {data.source} has "
+                                f"current cached features (e.g. {skipped[0]}); run extract.py on this dataset")
 
 
 def _local_init(opt: CompareOptions) -> str:
