@@ -3,7 +3,9 @@
     python benchmarks/dataloader.py                      # coco128 from ../shared, imgsz 640, 2 workers
 
 Rows: stock YOLOv5 (boxes), ours (boxes), ours carrying instance masks (coco128-seg polygons) and
-keypoint arrays (K=17, all absent) as well; first as both default to (images decoded on every read), then
+keypoint arrays (K=17, all absent) as well; ours is train.py's loader (``training_loader``: images and masks
+reach the main process through shared slots made once, see ``yolostitch/data/shared_batches.py``), stock's its
+``create_dataloader``; first as both default to (images decoded on every read), then
 with decoded images cached in RAM on both sides (stock's ``--cache ram``, our ``cache_images``). Each row is timed
 over whole epochs after one warm-up epoch, with a loader of its own whose workers are shut down before the next
 row starts. The rows run ``--repeats`` times in mirrored order (stock, ours, ours multi-task, then backwards), so
@@ -31,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 use_this_checkout()
 
 from yolostitch.data.augment import DEFAULT_AUGMENT  # noqa: E402
-from yolostitch.data.dataset import MultiTaskDataset, collate, worker_init  # noqa: E402
+from yolostitch.data.dataset import MultiTaskDataset, worker_init  # noqa: E402
 from yolostitch.data.scan import scan_split  # noqa: E402
+from yolostitch.data.shared_batches import training_loader  # noqa: E402
 
 
 def throughput(loader, epochs: int) -> tuple[int, float]:
@@ -51,9 +54,7 @@ def ours(images: Path, args, kpt_shape=None, cache=False) -> tuple[int, float]:
     dataset = MultiTaskDataset(scan.labels, imgsz=args.imgsz, augment=True, hyp=DEFAULT_AUGMENT,
                                kpt_shape=kpt_shape, flip_idx=list(range(kpt_shape[0])) if kpt_shape else None,
                                cache_images=cache)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers,
-                                         collate_fn=collate, persistent_workers=args.workers > 0,
-                                         worker_init_fn=worker_init)
+    loader = training_loader(dataset, args.batch, args.workers, worker_init_fn=worker_init, borrow=True)  # train.py's
     return throughput(loader, args.epochs)
 
 

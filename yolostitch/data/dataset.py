@@ -28,6 +28,7 @@ LOGGER = logging.getLogger("yolostitch")
 SEGMENT_POINTS = 128  # polygons are resampled to this many points so instances stack; vertices are kept
 OUTLINE_CACHE_BYTES = 256 * 2**20  # per process: resampled polygons kept between epochs
 PER_INSTANCE = ("cls", "bboxes", "has_mask", "masks", "keypoints")
+Placer = Callable[[str, tuple, torch.dtype], "torch.Tensor | None"]
 
 
 @dataclass(frozen=True)
@@ -239,18 +240,19 @@ def worker_init(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def collate(samples: list[dict[str, Any]], place: Placer | None = None) -> dict[str, Any]:
     """Stack images (or cached feature maps, by key), concatenate per-instance fields, and add ``batch_idx``
-    (the image of each instance)."""
+    (the image of each instance). ``place(key, shape, dtype)`` may give the output tensor of a field (a view of a
+    buffer the batch is to be written into, see :mod:`.shared_batches`), or None for a tensor of its own."""
     batch: dict[str, Any] = {}
     if "img" in samples[0]:
-        batch["img"] = _joined([s["img"] for s in samples], stack=True)
+        batch["img"] = _joined([s["img"] for s in samples], stack=True, key="img", place=place)
     if "features" in samples[0]:
         batch["features"] = {k: _joined([s["features"][k] for s in samples], stack=True)
                              for k in samples[0]["features"]}
     for key in (*PER_INSTANCE, *samples[0].get("instance_fields", ())):
         if key in samples[0]:
-            batch[key] = _joined([s[key] for s in samples], stack=False)
+            batch[key] = _joined([s[key] for s in samples], stack=False, key=key, place=place)
     batch["batch_idx"] = torch.cat([torch.full((len(s["cls"]),), i, dtype=torch.long) for i, s in enumerate(samples)])
     for key in ("im_file", "ori_shape", "ratio_pad", "input_hw"):
         if key in samples[0]:
@@ -258,14 +260,17 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def _joined(tensors: list[torch.Tensor], stack: bool) -> torch.Tensor:
-    """``torch.stack`` / ``torch.cat``; in a DataLoader worker straight into shared memory, as torch's own
-    collate does: the batch then crosses to the main process without being copied there first."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.stack(tensors) if stack else torch.cat(tensors)
+def _joined(tensors: list[torch.Tensor], stack: bool, key: str = "", place: Placer | None = None) -> torch.Tensor:
+    """``torch.stack`` / ``torch.cat``; into ``place``'s tensor when it gives one; else in a DataLoader worker
+    straight into new shared memory, as torch's own collate does: the batch then crosses to the main process
+    without being copied there first."""
     first = tensors[0]
     shape = (len(tensors), *first.shape) if stack else (sum(len(t) for t in tensors), *first.shape[1:])
-    out = first.new(first._typed_storage()._new_shared(math.prod(shape))).view(shape)  # as torch's collate
+    out = place(key, shape, first.dtype) if place is not None else None
+    if out is None:
+        if torch.utils.data.get_worker_info() is None:
+            return torch.stack(tensors) if stack else torch.cat(tensors)
+        out = first.new(first._typed_storage()._new_shared(math.prod(shape))).view(shape)  # as torch's collate
     return torch.stack(tensors, out=out) if stack else torch.cat(tensors, out=out)
 
 

@@ -28,6 +28,7 @@ from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.scan import scan_split
+from ..data.shared_batches import training_loader
 from ..errors import ConfigError, FlagError
 from ..losses import ComputeLoss
 from ..models import build_model
@@ -183,9 +184,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     sampler = distributed.train_sampler(dataset, opt.seed)  # this process's shard; None: the loader shuffles
     generator = torch.Generator().manual_seed(opt.seed + distributed.rank())
     workers = loader_workers(min(opt.workers, distributed.cores_per_process()), batch_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
-                        collate_fn=collate, worker_init_fn=worker_init, generator=generator,
-                        persistent_workers=workers > 0)
+    loader = training_loader(dataset, batch_size, workers, sampler=sampler, generator=generator,
+                             worker_init_fn=worker_init, borrow=True)  # a step is done with its batch
     val_split = data.splits.get("val") or data.splits["train"]
     with distributed.main_first():
         val_labels = scan_split(val_split, data.nc, data.kpt_shape).labels
