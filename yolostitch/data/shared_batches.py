@@ -73,7 +73,7 @@ class BatchSlots:
         slot, fields = ref
         row = self.buffer[slot]
         for key, offset, dtype, shape in fields:
-            view = row[offset:offset + math.prod(shape) * _itemsize(dtype)].view(dtype).view(shape)
+            view = row[offset:offset + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
             batch[key] = view if borrow else view.clone()
         if borrow:
             return batch, slot
@@ -100,7 +100,7 @@ class SlotCollate:
 
         def place(key: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor | None:
             nonlocal used
-            n = math.prod(shape) * _itemsize(dtype)
+            n = math.prod(shape) * dtype.itemsize
             offset = -(-used // 64) * 64  # 64-byte aligned, as the allocator aligns tensors
             if key not in SLOT_FIELDS or offset + n > self.slots.capacity:
                 return None
@@ -169,9 +169,6 @@ def training_loader(dataset: Any, batch_size: int, workers: int, shuffle: bool =
                         persistent_workers=workers > 0, prefetch_factor=prefetch_factor if workers > 0 else None)
     return SlotLoader(loader, slots, borrow)
 
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
 
 
 def _slot_bytes(dataset: Any, batch_size: int) -> int:
