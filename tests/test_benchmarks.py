@@ -143,3 +143,27 @@ class _PlainBar:
 
     def __iter__(self):
         return iter(self.iterable)
+
+
+def test_pose_oks_template_from_labels():
+    """pose_oks.py: labels in normalised xywh become pixel boxes; a person's own pose in its box scores OKS 1, and
+    unlabelled instances are left out."""
+    import pose_oks
+    from types import SimpleNamespace
+
+    kpts = torch.rand(17, 3).numpy()
+    kpts[:, :2] = 0.3 + 0.2 * kpts[:, :2]  # inside the box below
+    kpts[:, 2] = 2
+    kpts[3, 2] = 0
+    unlabelled = kpts.copy()
+    unlabelled[:, 2] = 0
+    label = SimpleNamespace(shape=(200, 100), im_file="a.jpg", bboxes=[[0.4, 0.4, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1]],
+                            keypoints=[kpts, unlabelled])
+    persons = pose_oks.labelled_persons([label])
+    assert len(persons) == 1
+    _, box, pixels = persons[0]
+    assert box.tolist() == pytest.approx([30.0, 60.0, 50.0, 100.0])
+    template = pose_oks.median_pose(persons)
+    placed = box[:2] + template * (box[2:] - box[:2])
+    assert pose_oks.oks(pixels, placed, box) == pytest.approx(1.0)
+    assert pose_oks.oks(pixels, placed + 5.0, box) < 0.5
