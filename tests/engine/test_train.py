@@ -118,3 +118,25 @@ def test_multitask_run_logs_every_term_and_resumes_its_balancer(tiny_shapes, opt
     second = read_csv(run / "results.csv")[1]
     assert abs(float(second["train/w_seg"]) - math.exp(-2.0)) < 0.02  # the balancer state came back
     assert load_model(last).heads == {"det": 24, "seg": 25, "kpt": 26}
+
+
+def test_final_lines_say_which_epoch_best_pt_holds(tiny_shapes, options, monkeypatch, capsys):
+    """Stock validates best.pt after training; we name its epoch and its logged metrics when it is not the last."""
+    from yolostitch.engine import trainer
+
+    scores = iter([0.3, 0.5, 0.2])  # the second epoch is the best
+    monkeypatch.setattr(trainer, "fitness", lambda metrics: next(scores))
+    summary = train(options(epochs=3))
+    run = Path(summary["save_dir"])
+    out = capsys.readouterr().out
+    best_row = read_csv(run / "results.csv")[1]
+    assert summary["best"]["epoch"] == 2 and "best.pt is epoch 2 of 3" in out
+    assert summary["best"]["box_map50"] == float(best_row["metrics/box_map50"])
+    assert json.loads((run / "metrics.json").read_text())["best"]["epoch"] == 2
+    assert torch.load(run / "weights" / "best.pt", weights_only=True)["epoch"] == 1  # 0-based, as stock
+    assert torch.load(run / "weights" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_no_best_line_when_the_last_epoch_is_best(tiny_shapes, options, capsys):
+    summary = train(options(epochs=1))
+    assert "best" not in summary and "best.pt is epoch" not in capsys.readouterr().out

@@ -65,3 +65,12 @@ def truncate(path: Path, epochs: int) -> None:
     kept = [r for r in rows if int(r["epoch"]) < epochs]
     if len(kept) != len(rows):
         _write(path, header, kept)
+
+
+def epoch_metrics(path: Path, epoch: int) -> dict[str, float]:
+    """The ``metrics/*`` values logged for ``epoch`` (0-based), prefix dropped; empty if it logged none."""
+    _, rows = read_rows(path)
+    for row in rows:
+        if int(row["epoch"]) == epoch:
+            return {k.removeprefix("metrics/"): float(v) for k, v in row.items() if k.startswith("metrics/") and v}
+    return {}
