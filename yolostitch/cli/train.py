@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
+    p.add_argument("--noautoanchor", action="store_true",
+                   help="keep the model YAML's anchors (default: refit them when they match under 98%% of the "
+                        "training boxes, as stock)")
     p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
     p.add_argument("--balance", default="", choices=["", "fixed", "uncertainty", "dwa"],
                    help="how task losses combine: fixed gains from the hyp file (default), learned uncertainty "

@@ -47,6 +47,7 @@ from .resume import read_training_checkpoint, recorded_hash, resume_options, run
 from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
 from .stitch_init import fit_adapters
+from .autoanchor import check_anchors
 from .tensorboard_log import TensorBoardLog
 from .validator import dataset_options, evaluate, feature_val_loader, fitness, flat_metrics, summary_line, val_loader
 from ..tasks import required_hyp, tasks_of
@@ -81,6 +82,7 @@ class TrainOptions:
     patience: int = 100
     noval: bool = False
     nosave: bool = False
+    noautoanchor: bool = False  # keep the YAML's anchors even if they fit the training boxes poorly
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
     features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
@@ -178,6 +180,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                                    **train_options)
     if opt.stitch_init and not ckpt:
         _stitch_init(model, opt, dataset.labels, cache, extractor, imgsz, device)
+    anchored = next((t.head for t in tasks if t.anchor), None)  # the detection head, if the model has one
+    if not ckpt and not opt.noautoanchor and hasattr(anchored, "anchors"):  # stock runs it on every new run
+        check_anchors(anchored, dataset.labels, imgsz, hyp["anchor_t"], seed=opt.seed)
     distributed.broadcast_module(model)  # every replica starts from rank 0's weights
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter objects, new norm modules
@@ -231,6 +236,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}"
           f"{shards}, imgsz {imgsz}, {device}, {precision.describe()}; results to {save_dir}")
     net = model  # what runs the forward: the model, or its DDP wrapper
+    if world > 1 and precision.channels_last:  # DDP's gradient buckets take the parameters' strides: match the
+        model.to(memory_format=torch.channels_last)  # channels-last gradients (a 1x1 conv's are ambiguous otherwise)
     sparse = any(t.sparse_loss for t in tasks)  # their terms skip a batch without their labels
     for epoch in range(start_epoch, opt.epochs):
         frozen = apply_stage(model, optimizer, stage_at(stages, epoch), set(opt.freeze))
