@@ -81,18 +81,30 @@ def test_good_anchors_are_kept():
     assert torch.equal(head.anchors, anchors)
 
 
-def test_training_fits_placeholder_anchors_unless_told_not_to(tiny_shapes, options, tmp_path, capsys):
+def test_training_fits_placeholder_anchors_unless_told_not_to(tiny_shapes, options, tmp_path, caplog):
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "models" / "yaml" / "yolov5n.yaml").read_text())
     config["anchors"] = 3  # stock's "AutoAnchor evolves 3 anchors per P output layer"
     cfg = tmp_path / "yolov5n-anchors3.yaml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
     placeholders = build_model(str(cfg), nc=5).model[-1].anchors.clone()
 
-    fitted = train(options(cfg=str(cfg), epochs=1, name="fitted"))
-    assert "new anchors" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="yolostitch"):
+        fitted = train(options(cfg=str(cfg), epochs=1, name="fitted"))
+    assert "new anchors" in caplog.text
     head = load_model(Path(fitted["save_dir"]) / "weights" / "last.pt").model[-1]
     assert not torch.equal(head.anchors, placeholders) and (head.anchors > 0).all()  # saved with the weights
 
-    kept = train(options(cfg=str(cfg), epochs=1, name="kept", noautoanchor=True))
-    assert "AutoAnchor" not in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolostitch"):
+        kept = train(options(cfg=str(cfg), epochs=1, name="kept", noautoanchor=True))
+    assert "AutoAnchor" not in caplog.text
     assert torch.equal(load_model(Path(kept["save_dir"]) / "weights" / "last.pt").model[-1].anchors, placeholders)
+
+
+def test_nothing_to_fit_keeps_the_anchors():
+    """Boxes all under 2 px: the stock anchors match none, and there is nothing to fit them to."""
+    labels = [SimpleNamespace(shape=(640, 640), bboxes=np.array([[0.5, 0.5, 0.001, 0.002]]))] * 4
+    head = build_model("yolov5n.yaml", nc=1).model[-1]
+    anchors = head.anchors.clone()
+    assert "no training box of 2 pixels or more" in check_anchors(head, labels, 640, 4.0)
+    assert torch.equal(head.anchors, anchors)

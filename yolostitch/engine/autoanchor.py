@@ -101,29 +101,37 @@ def fit_anchors(wh: np.ndarray, n: int, anchor_t: float, rng: np.random.Generato
 @torch.no_grad()
 def check_anchors(head: nn.Module, labels: Sequence[Any], imgsz: int, anchor_t: float, seed: int = 0) -> str:
     """Report how ``head``'s anchors fit the training boxes and refit them in place below a BPR of 0.98;
-    returns the line it printed (stock's wording)."""
+    returns the line it logged (stock's wording)."""
     rng = np.random.default_rng(seed)
     wh = label_sizes(labels, imgsz, rng)
     stride = head.stride.to(head.anchors.device).view(-1, 1, 1)
-    current = (head.anchors * stride).cpu().view(-1, 2)
-    bpr, aat = anchor_fit(wh, current, anchor_t)
+    bpr, aat = anchor_fit(wh, (head.anchors * stride).cpu(), anchor_t)
     line = f"AutoAnchor: {aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR). "
     if bpr > RECOMPUTE_BELOW or not len(wh):
         line += "Current anchors are a good fit to the dataset"
     else:
-        small = int((wh < 3.0).any(1).sum())
-        if small:
-            logger.warning(f"AutoAnchor: {small} of {len(wh)} training boxes are under 3 pixels wide or high")
-        fitted = fit_anchors(wh, current.shape[0], anchor_t, rng)
-        new_bpr, new_aat = anchor_fit(wh, fitted, anchor_t)
-        if new_bpr > bpr:
-            if head.stride[-1] < head.stride[0]:  # anchors grow with stride
-                fitted = fitted[::-1].copy()
-            head.anchors[:] = torch.as_tensor(fitted, dtype=head.anchors.dtype).view_as(head.anchors).to(stride) / stride
-            pixels = ", ".join(f"{w:.0f},{h:.0f}" for w, h in fitted)
-            line += (f"Anchors were a poor fit; new anchors {pixels} give {new_aat:.2f} anchors/target and BPR "
-                     f"{new_bpr:.3f} (saved with the weights; put them in the model YAML to skip this)")
-        else:
-            line += f"Anchors are a poor fit, but fitted ones were no better (BPR {new_bpr:.3f}): kept"
-    print(line)
+        line += _refit(head, wh, bpr, anchor_t, rng)
+    logger.info(line)
     return line
+
+
+def _refit(head: nn.Module, wh: np.ndarray, bpr: float, anchor_t: float, rng: np.random.Generator) -> str:
+    """Fit anchors to ``wh`` and put them in ``head`` if they match more boxes than its own (``bpr``); what
+    happened, for the report."""
+    small = int((wh < 3.0).any(1).sum())
+    if small:
+        logger.warning(f"AutoAnchor: {small} of {len(wh)} training boxes are under 3 pixels wide or high")
+    try:
+        fitted = fit_anchors(wh, head.anchors.shape[0] * head.anchors.shape[1], anchor_t, rng)
+    except ValueError as e:  # nothing to fit to: train with the anchors as they are
+        return f"Anchors are a poor fit, but {e}: kept"
+    new_bpr, new_aat = anchor_fit(wh, fitted, anchor_t)
+    if new_bpr <= bpr:
+        return f"Anchors are a poor fit, but fitted ones were no better (BPR {new_bpr:.3f}): kept"
+    if head.stride[-1] < head.stride[0]:  # anchors grow with stride
+        fitted = fitted[::-1].copy()
+    stride = head.stride.to(head.anchors.device).view(-1, 1, 1)
+    head.anchors[:] = torch.as_tensor(fitted, dtype=head.anchors.dtype, device=stride.device).view_as(head.anchors) / stride
+    pixels = ", ".join(f"{w:.0f},{h:.0f}" for w, h in fitted)
+    return (f"Anchors were a poor fit; new anchors {pixels} give {new_aat:.2f} anchors/target and BPR {new_bpr:.3f} "
+            "(saved with the weights; put them in the model YAML to skip this)")
