@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noautoanchor", action="store_true",
                    help="keep the model YAML's anchors (default: refit them when they match under 98%% of the "
                         "training boxes, as stock)")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as one class ('item'), as stock")
     p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
     p.add_argument("--balance", default="", choices=["", "fixed", "uncertainty", "dwa"],
                    help="how task losses combine: fixed gains from the hyp file (default), learned uncertainty "

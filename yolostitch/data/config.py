@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +58,17 @@ class DataConfig:
     flip_idx: list[int] | None = None
     source: str = "<dict>"
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    label_nc: int | None = None  # set by single_class(): the class count the label files are checked against
 
     @property
     def nc(self) -> int:
         return len(self.names)
+
+    def single_class(self) -> DataConfig:
+        """Stock's ``--single-cls``: every instance is class 0, named ``item`` (a one-class dataset keeps its
+        name); the label files are still checked against the data's own class count."""
+        names = dict(self.names) if self.nc == 1 else {0: "item"}
+        return replace(self, names=names, label_nc=self.label_nc or self.nc)
 
 
 def data_yaml_dirs() -> list[Path]:

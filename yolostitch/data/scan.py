@@ -13,7 +13,7 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -244,3 +244,12 @@ def load_cache(path: Path, key: str) -> SplitScan | None:
             list(segments[start:end]), data["keypoints"][start:end] if has_kpts else None))
         start = end
     return scan
+
+
+def scan_data_split(data, sources: Sequence[Path], cache: bool = True) -> SplitScan:
+    """:func:`scan_split` for a :class:`~.config.DataConfig`; under ``--single-cls`` (``data.label_nc`` set)
+    the labels are checked against the data's own classes, then every instance becomes class 0."""
+    result = scan_split(sources, data.label_nc or data.nc, data.kpt_shape, cache=cache)
+    if data.label_nc:
+        result.labels = [replace(lab, cls=np.zeros_like(lab.cls)) for lab in result.labels]
+    return result

@@ -27,7 +27,7 @@ from ultralytics.utils.torch_utils import ModelEMA
 from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
-from ..data.scan import scan_split
+from ..data.scan import scan_data_split
 from ..data.shared_batches import training_loader
 from ..errors import ConfigError, FlagError
 from ..losses import ComputeLoss
@@ -83,6 +83,7 @@ class TrainOptions:
     noval: bool = False
     nosave: bool = False
     noautoanchor: bool = False  # keep the YAML's anchors even if they fit the training boxes poorly
+    single_cls: bool = False  # train every class as one ('item'), as stock's --single-cls
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
     features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
@@ -128,6 +129,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     precision = precision_for(opt.amp, device)  # --amp: the forwards' autocast; loss, EMA, weights stay fp32
     with distributed.main_first():  # before the run folder: a bad data YAML leaves none behind; generated once
         data = load_data_config(opt.data)
+    if opt.single_cls:
+        data = data.single_class()
     save_dir = run_folder(opt.resume) if ckpt else distributed.broadcast_object(  # resume: where last.pt is
         increment_path(Path(opt.project) / opt.name, opt.exist_ok) if main else None)
     if main:
@@ -162,7 +165,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
 
     with distributed.main_first():  # rank 0 writes the label cache, the others read it
-        train_scan = scan_split(data.splits["train"], data.nc, data.kpt_shape)
+        train_scan = scan_data_split(data, data.splits["train"])
     for p in train_scan.problems:
         print(f"skipped {p.file}: {p.reason}")
     if not ckpt and main:
@@ -193,7 +196,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                              worker_init_fn=worker_init, borrow=True)  # a step is done with its batch
     val_split = data.splits.get("val") or data.splits["train"]
     with distributed.main_first():
-        val_labels = scan_split(val_split, data.nc, data.kpt_shape).labels
+        val_labels = scan_data_split(data, val_split).labels
     if cache is not None:
         vloader = feature_val_loader(val_labels, cache, batch_size * 2, workers=opt.workers, **val_options)
     else:

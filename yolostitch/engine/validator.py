@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from ..data.config import load_data_config
 from ..data.dataset import InstanceField, MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
-from ..data.scan import scan_split
+from ..data.scan import scan_data_split
 from ..weights import load_model
 from ..tasks import CLASS_FIELD, TASKS, ImageTruth, anchor_of, tasks_of
 from ..tasks.registry import registered
@@ -148,7 +148,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
             iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "", workers: int = 8,
             save_json: bool = False, project: str | Path = "runs/val", name: str = "exp", exist_ok: bool = False,
             verbose: bool = True, features: str | Path = "", extractor: str = "",
-            extractor_weights: str = "", amp: str = "auto") -> dict[str, Any]:
+            extractor_weights: str = "", amp: str = "auto", single_cls: bool = False) -> dict[str, Any]:
     """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``.
 
     A feature-input model reads ``features`` (a cache directory), else runs ``extractor`` (any spec: the user's
@@ -163,15 +163,18 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     else:
         model = load_model(weights, device=dev)
     config = load_data_config(data)
+    if single_cls:
+        config = config.single_class()
     if task not in config.splits:
         raise FlagError(f"--task {task}: {config.source} has no '{task}' split (it has {sorted(config.splits)})")
     if model.nc != config.nc:
+        hint = " (trained with --single-cls? pass it here too)" if model.nc == 1 else ""
         raise FlagError(f"{weights} predicts {model.nc} classes but {config.source} has {config.nc}; "
-                        "validate on the data the weights were trained for")
+                        f"validate on the data the weights were trained for{hint}")
     tasks = tasks_of(model)
     for t in tasks:
         t.check_weights(config, str(weights))
-    scan = scan_split(config.splits[task], config.nc, config.kpt_shape)
+    scan = scan_data_split(config, config.splits[task])
     options = dataset_options(tasks, config)
     cache, extractor = feature_source(model, features, imgsz, dev, extractor, extractor_weights)
     if cache is not None:
