@@ -140,3 +140,12 @@ def test_final_lines_say_which_epoch_best_pt_holds(tiny_shapes, options, monkeyp
 def test_no_best_line_when_the_last_epoch_is_best(tiny_shapes, options, capsys):
     summary = train(options(epochs=1))
     assert "best" not in summary and "best.pt is epoch" not in capsys.readouterr().out
+
+
+def test_save_period_keeps_epoch_checkpoints_as_stock(tiny_shapes, options):
+    """Stock writes epoch{N}.pt when N % period == 0, N counted from 0; each is that epoch's checkpoint."""
+    run = Path(train(options(epochs=3, save_period=2))["save_dir"]) / "weights"
+    assert sorted(p.name for p in run.glob("epoch*.pt")) == ["epoch0.pt", "epoch2.pt"]
+    assert torch.load(run / "epoch2.pt", weights_only=True)["epoch"] == 2
+    assert torch.equal(torch.load(run / "epoch2.pt", weights_only=True)["model"]["model.24.m.0.weight"],
+                       torch.load(run / "last.pt", weights_only=True)["model"]["model.24.m.0.weight"])

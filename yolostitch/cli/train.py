@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
     p.add_argument("--noval", action="store_true", help="validate only after the final epoch")
     p.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
+    p.add_argument("--save-period", type=int, default=-1,
+                   help="also keep weights/epoch{N}.pt every this many epochs (N from 0, as stock; < 1: never)")
     p.add_argument("--noautoanchor", action="store_true",
                    help="keep the model YAML's anchors (default: refit them when they match under 98%% of the "
                         "training boxes, as stock)")

@@ -84,6 +84,7 @@ class TrainOptions:
     nosave: bool = False
     noautoanchor: bool = False  # keep the YAML's anchors even if they fit the training boxes poorly
     single_cls: bool = False  # train every class as one ('item'), as stock's --single-cls
+    save_period: int = -1  # also keep weights/epoch{N}.pt every this many epochs (< 1: never), as stock
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
     features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
@@ -308,6 +309,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
             atomic_save(state, save_dir / "weights" / "last.pt")
             if best:
                 atomic_save(state, save_dir / "weights" / "best.pt")
+            if opt.save_period > 0 and epoch % opt.save_period == 0:  # stock's epoch{N}.pt, N counted from 0
+                atomic_save(state, save_dir / "weights" / f"epoch{epoch}.pt")
         if distributed.broadcast_object(stopper.stop):  # rank 0's call: every process stops together
             print(f"stopping early: no improvement in {opt.patience} epochs (the best was epoch "
                   f"{epoch + 1 - stopper.stale})")
