@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from yolostitch import load_model
@@ -149,3 +150,27 @@ def test_save_period_keeps_epoch_checkpoints_as_stock(tiny_shapes, options):
     assert torch.load(run / "epoch2.pt", weights_only=True)["epoch"] == 2
     assert torch.equal(torch.load(run / "epoch2.pt", weights_only=True)["model"]["model.24.m.0.weight"],
                        torch.load(run / "last.pt", weights_only=True)["model"]["model.24.m.0.weight"])
+
+
+def test_multi_scale_resizes_each_batch_as_stock(tiny_shapes, options, monkeypatch):
+    """--multi-scale: the long side is a stride multiple drawn from 0.5-1.5x imgsz; the model sees that size and
+    trains; feature inputs are refused."""
+    from yolostitch.engine import inputs
+    from yolostitch.errors import FlagError
+
+    images = torch.rand(2, 3, 64, 48)
+    monkeypatch.setattr(inputs.random, "randrange", lambda lo, hi: 90)  # -> 90 // 32 * 32 = 64 ... as stock
+    assert inputs.multi_scale(images, 64, 32) is images  # long side already 64
+    monkeypatch.setattr(inputs.random, "randrange", lambda lo, hi: 100)  # -> 96: factor 1.5
+    assert inputs.multi_scale(images, 64, 32).shape[2:] == (96, 96)  # 48 * 1.5 = 72, rounded up to 96
+
+    seen = []
+    monkeypatch.setattr(inputs.random, "randrange", lambda lo, hi: (lo, hi) == (32, 128) and 96)
+    from yolostitch.models.stitch import StitchModel
+    real_forward = StitchModel.forward
+    monkeypatch.setattr(StitchModel, "forward", lambda self, x, *a, **k: seen.append(tuple(x.shape[2:])) or
+                        real_forward(self, x, *a, **k))
+    summary = train(options(epochs=1, multi_scale=True, noval=True))
+    assert (96, 96) in seen and math.isfinite(summary["box_map"])
+    with pytest.raises(FlagError, match="--multi-scale"):
+        train(options(multi_scale=True, features="cache"))

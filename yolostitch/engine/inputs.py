@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
@@ -27,3 +30,15 @@ def input_size(batch: dict[str, Any]) -> tuple[int, int]:
     if "img" in batch:
         return tuple(batch["img"].shape[2:])
     return tuple(batch["input_hw"][0])
+
+
+def multi_scale(images: torch.Tensor, imgsz: int, stride: int) -> torch.Tensor:
+    """Stock's ``--multi-scale``: the batch resized (bilinear) so that its long side is a random multiple of
+    ``stride`` between 0.5x and 1.5x ``imgsz``, each side rounded up to a multiple of ``stride``. Labels are
+    normalised, so they stay as they are."""
+    size = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + stride) // stride * stride
+    factor = size / max(images.shape[2:])
+    if factor == 1:
+        return images
+    shape = [math.ceil(side * factor / stride) * stride for side in images.shape[2:]]
+    return F.interpolate(images, size=shape, mode="bilinear", align_corners=False)

@@ -42,7 +42,7 @@ from .runs import increment_path
 from ..yaml_io import read_yaml_mapping
 from . import distributed
 from .features import build_online_extractor, feature_record
-from .inputs import model_input
+from .inputs import model_input, multi_scale
 from .resume import read_training_checkpoint, recorded_hash, resume_options, run_folder
 from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
@@ -85,6 +85,7 @@ class TrainOptions:
     noautoanchor: bool = False  # keep the YAML's anchors even if they fit the training boxes poorly
     single_cls: bool = False  # train every class as one ('item'), as stock's --single-cls
     save_period: int = -1  # also keep weights/epoch{N}.pt every this many epochs (< 1: never), as stock
+    multi_scale: bool = False  # each batch at a random size in 0.5-1.5x imgsz, as stock's --multi-scale
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
     features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
@@ -140,6 +141,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
     if opt.features and opt.extractor:
         raise FlagError("--features and --extractor: give one (a cache, or an extractor to run online)")
+    if opt.multi_scale and (opt.features or opt.extractor):
+        raise FlagError("--multi-scale resizes images; with --features or --extractor the model reads feature "
+                        "maps made at one size: drop one of them")
     cache = FeatureCache(opt.features) if opt.features else None
     extractor = build_online_extractor(opt.extractor, opt.extractor_weights, opt.imgsz, device,
                                        expected_hash=recorded_hash(ckpt) if ckpt else None) if opt.extractor else None
@@ -260,6 +264,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         for i, batch in bar:
             ni = i + nb * epoch
             x = model_input(batch, device, extractor)
+            if opt.multi_scale:
+                x = multi_scale(x, imgsz, int(model.stride.max()))
             if ni <= warmup_iters:
                 accumulate = _warmup(optimizer, ni, warmup_iters, epoch, lf, hyp, opt.batch_size)
             step = ni - last_step >= accumulate
