@@ -174,3 +174,9 @@ def test_multi_scale_resizes_each_batch_as_stock(tiny_shapes, options, monkeypat
     assert (96, 96) in seen and math.isfinite(summary["box_map"])
     with pytest.raises(FlagError, match="--multi-scale"):
         train(options(multi_scale=True, features="cache"))
+
+
+def test_noplots_writes_no_pictures(tiny_shapes, options):
+    run = Path(train(options(epochs=1, noplots=True))["save_dir"])
+    assert not list(run.glob("*.jpg")) and not list(run.glob("*.png"))
+    assert (run / "results.csv").is_file() and (run / "metrics.json").is_file() and (run / "weights/last.pt").is_file()

@@ -86,6 +86,7 @@ class TrainOptions:
     single_cls: bool = False  # train every class as one ('item'), as stock's --single-cls
     save_period: int = -1  # also keep weights/epoch{N}.pt every this many epochs (< 1: never), as stock
     multi_scale: bool = False  # each batch at a random size in 0.5-1.5x imgsz, as stock's --multi-scale
+    noplots: bool = False  # no labels.jpg, train_batch*.jpg, results.png or validation plots (stock's --noplots)
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
     features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
@@ -173,7 +174,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         train_scan = scan_data_split(data, data.splits["train"])
     for p in train_scan.problems:
         print(f"skipped {p.file}: {p.reason}")
-    if not ckpt and main:
+    plots = main and not opt.noplots  # rank 0 draws, unless told not to
+    if not ckpt and plots:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
     train_options = dataset_options(tasks, data, train=True)  # tasks absent: their labels are not prepared
     val_options = dataset_options(tasks, data)
@@ -291,7 +293,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                 mean_terms[k] = (mean_terms.get(k, 0.0) * i + float(v)) / (i + 1)
             bar.set_postfix({**{k: f"{v:.4f}" for k, v in mean_terms.items()}, "inst": len(batch["batch_idx"]),
                              "lr": f"{optimizer.param_groups[0]['lr']:.4g}"}, refresh=False)
-            if main and epoch == start_epoch and i < 2 and "img" in batch:
+            if plots and epoch == start_epoch and i < 2 and "img" in batch:
                 board.image(draw_batch(batch, save_dir / f"train_batch{i}.jpg", data.names), epoch)
         mean_terms = distributed.mean_across_ranks(mean_terms)  # over every process's batches
         compute_loss.balance.end_epoch({t: sum(mean_terms.get(n, 0.0) for n in terms)
@@ -300,7 +302,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         final = epoch + 1 == opt.epochs
         validated = main and (not opt.noval or final)  # rank 0 validates; the others wait for its decision below
         if validated:
-            results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final else None,
+            results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final and plots else None,
                                data_options=data.raw, extractor=extractor, precision=precision)
             metrics = flat_metrics(results)
         best = stopper.update(fitness(metrics) if validated else None)  # --noval epochs: no fitness, no count
@@ -331,6 +333,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         summary["best"] = {"epoch": best_epoch + 1, **best_metrics}
     if main:
         (save_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if plots:
         _plot_results(csv_path)
         board.image(save_dir / "results.png", epoch)
     board.close()
