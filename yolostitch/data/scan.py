@@ -15,12 +15,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .labels import ImageLabels, Problem, empty_labels, labels_from_lines, parse_label_text
+
+if TYPE_CHECKING:
+    from .config import DataConfig
 
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm"}
 CACHE_VERSION = 1
@@ -246,7 +249,7 @@ def load_cache(path: Path, key: str) -> SplitScan | None:
     return scan
 
 
-def scan_data_split(data, sources: Sequence[Path], cache: bool = True) -> SplitScan:
+def scan_data_split(data: DataConfig, sources: Sequence[Path], cache: bool = True) -> SplitScan:
     """:func:`scan_split` for a :class:`~.config.DataConfig`; under ``--single-cls`` (``data.label_nc`` set)
     the labels are checked against the data's own classes, then every instance becomes class 0."""
     result = scan_split(sources, data.label_nc or data.nc, data.kpt_shape, cache=cache)
