@@ -272,3 +272,21 @@ def test_video_source(det_weights, tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     assert sorted(p.name for p in (run_dir / "labels").iterdir()) == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
+
+
+def test_save_crop_cuts_each_detection_as_stock(det_weights, images, tmp_path, stock_yolo):
+    """--save-crop: one file per detection under crops/<class>/, numbered as stock numbers them, each cut exactly
+    as stock's save_one_box cuts it (grown 2 % + 10 px, clipped)."""
+    from yolov5.utils.plots import save_one_box
+
+    from yolostitch.engine.crops import crop_box
+
+    (result,) = run(det_weights, images / "c.jpg", tmp_path, save_crop=True, save=False)
+    crops = sorted((tmp_path / "runs" / "exp" / "crops" / "triangle").glob("*.jpg"))
+    assert len(result["cls"]) > 1 and len(crops) == len(result["cls"])
+    assert crops[0].name == "c.jpg" and crops[1].name == "c2.jpg"  # stock's increment_path numbering
+    image = cv2.imread(str(images / "c.jpg"))
+    boxes = [*result["boxes"].tolist(), [-5.0, 3.2, 20.7, 80.0], [30.5, 60.1, 39.9, 63.9]]  # and at the borders
+    for box in boxes:
+        stock = save_one_box(box, image, BGR=True, save=False)
+        assert np.array_equal(crop_box(image, box), stock), box

@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     p.add_argument("--save-txt", action="store_true", help="save results to <run>/labels/*.txt (YOLO format)")
     p.add_argument("--save-conf", action="store_true", help="append confidences to --save-txt lines")
+    p.add_argument("--save-crop", action="store_true", help="save each detection cut out, to <run>/crops/<class>/")
     p.add_argument("--nosave", action="store_true", help="do not save annotated images/videos")
     p.add_argument("--project", default="runs/detect", help="save results to project/name")
     p.add_argument("--name", default="exp", help="save results to project/name")
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
                          save_conf=args.save_conf, project=args.project, name=args.name, exist_ok=args.exist_ok,
                          line_thickness=args.line_thickness, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
                          verbose=True, features=args.features, extractor=args.extractor,
-                         extractor_weights=args.extractor_weights, amp=args.amp):
+                         extractor_weights=args.extractor_weights, amp=args.amp, save_crop=args.save_crop):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

@@ -131,7 +131,8 @@ def _refit(head: nn.Module, wh: np.ndarray, bpr: float, anchor_t: float, rng: np
     if head.stride[-1] < head.stride[0]:  # anchors grow with stride
         fitted = fitted[::-1].copy()
     stride = head.stride.to(head.anchors.device).view(-1, 1, 1)
-    head.anchors[:] = torch.as_tensor(fitted, dtype=head.anchors.dtype, device=stride.device).view_as(head.anchors) / stride
+    anchors_px = torch.as_tensor(fitted, dtype=head.anchors.dtype, device=stride.device).view_as(head.anchors)
+    head.anchors[:] = anchors_px / stride
     pixels = ", ".join(f"{w:.0f},{h:.0f}" for w, h in fitted)
     return (f"Anchors were a poor fit; new anchors {pixels} give {new_aat:.2f} anchors/target and BPR {new_bpr:.3f} "
             "(saved with the weights; put them in the model YAML to skip this)")

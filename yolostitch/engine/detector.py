@@ -34,6 +34,7 @@ from ..export.runtime import is_exported, load_exported
 from ..ops.letterbox import letterbox
 from ..tasks import CLASS_FIELD, tasks_of
 from .annotate import draw
+from .crops import save_crops
 from .label_files import label_lines
 from .precision import precision_for, to_float
 from .predict import postprocess
@@ -152,7 +153,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
                 verbose: bool = False, features: str | Path = "", extractor: str = "",
-                extractor_weights: str = "", amp: str = "auto") -> Iterator[dict[str, Any]]:
+                extractor_weights: str = "", amp: str = "auto", save_crop: bool = False) -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
@@ -166,7 +167,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
     detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features,
                         extractor, extractor_weights, amp)
     names = detector.names
-    save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt else None
+    save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt or save_crop else None
     if save_txt:
         (save_dir / "labels").mkdir(exist_ok=True)
     skipped = []
@@ -193,6 +194,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                         cv2.imwrite(result["save_path"], drawn)
                     else:
                         result["save_path"] = str(videos.write(path, cap, drawn))
+                if save_crop:
+                    save_crops(image, result, names, save_dir / "crops", stem, CLASS_FIELD)
                 if save_txt and len(result[CLASS_FIELD]):
                     result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
                     Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
@@ -220,18 +223,19 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
            verbose: bool = False, features: str | Path = "", extractor: str = "",
-           extractor_weights: str = "", amp: str = "auto") -> list[dict[str, Any]]:
+           extractor_weights: str = "", amp: str = "auto", save_crop: bool = False) -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
-    Nothing is written unless ``save`` (annotated images / videos) or ``save_txt`` (YOLO label files) is set,
+    Nothing is written unless ``save`` (annotated images / videos), ``save_txt`` (YOLO label files) or
+    ``save_crop`` (each detection cut out, see :mod:`.crops`) is set,
     into ``project/name`` (incremented: exp, exp2, ...). Unreadable files are skipped with a warning.
     Every result (masks included) is kept in memory: for long videos iterate :func:`iter_detect` instead.
     ``amp``: ``auto`` (bf16 autocast on CPUs with native bf16, fp16 on CUDA) or ``off`` (fp32; see .precision).
     """
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
-                            hide_conf, verbose, features, extractor, extractor_weights, amp))
+                            hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop))
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:
