@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from ..tasks import CLASS_FIELD
+
 GAIN, PAD = 1.02, 10  # stock's defaults
 
 
@@ -33,7 +35,7 @@ def _free_name(folder: Path, stem: str) -> Path:
 
 
 def save_crops(image: np.ndarray, result: dict[str, Any], names: dict[int, str], folder: Path, stem: str,
-               class_field: str = "cls") -> list[Path]:
+               class_field: str = CLASS_FIELD) -> list[Path]:
     """Every detection of ``result`` cut from BGR ``image`` into ``folder/<class name>/``; the files written."""
     written = []
     for box, c in zip(np.asarray(result["boxes"]).reshape(-1, 4), np.asarray(result[class_field]).reshape(-1)):
