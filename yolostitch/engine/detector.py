@@ -40,6 +40,7 @@ from .precision import precision_for, to_float
 from .predict import postprocess
 from .runs import increment_path, select_device
 from .sources import iter_frames, list_sources
+from .tta import augmented_forward, check_augment, refuse_feature_model
 from .video import VideoWriters
 
 
@@ -49,7 +50,10 @@ class Detector:
     def __init__(self, weights: str | Path | nn.Module, imgsz: int = 640, conf_thres: float = 0.25,
                  iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
                  classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = "",
-                 extractor: str = "", extractor_weights: str = "", amp: str = "auto"):
+                 extractor: str = "", extractor_weights: str = "", amp: str = "auto", augment: bool = False):
+        if augment:
+            check_augment(weights)
+        self.augment = augment
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.precision = precision_for(amp, self.device)  # --amp: the forward's autocast (see .precision)
         if isinstance(weights, nn.Module):
@@ -62,6 +66,8 @@ class Detector:
 
             self.model = load_model(weights, device=self.device)
             fuse_conv_bn(self.model)  # as stock detect.py (a model passed in is left as it is)
+        if augment:
+            refuse_feature_model(self.model, weights if not isinstance(weights, nn.Module) else "the model")
         self.tasks = tasks_of(self.model)
         self.anchor = next((t for t in self.tasks if t.anchor), None)
         if self.anchor is None:
@@ -103,8 +109,11 @@ class Detector:
             if self.extractor is not None:
                 x = {**self.extractor(x), "image": x}
         t1 = time.perf_counter()
-        with self.precision.autocast():
-            outputs = to_float(self.model(self.precision.prepare(x)))  # NMS and scaling in fp32
+        with self.precision.autocast():  # NMS and scaling in fp32
+            if self.augment:
+                outputs = to_float(augmented_forward(self.model, self.precision.prepare(x), self.tasks, self.stride))
+            else:
+                outputs = to_float(self.model(self.precision.prepare(x)))
         t2 = time.perf_counter()
         if self.classes is not None:
             outputs = {**outputs, self.anchor.key: self.anchor.keep_classes(outputs[self.anchor.key], self.classes)}
@@ -153,7 +162,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
                 verbose: bool = False, features: str | Path = "", extractor: str = "",
-                extractor_weights: str = "", amp: str = "auto", save_crop: bool = False) -> Iterator[dict[str, Any]]:
+                extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
+                augment: bool = False) -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
@@ -165,7 +175,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
     else:
         files = list_sources(source)  # before loading the model: a bad source fails fast
     detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features,
-                        extractor, extractor_weights, amp)
+                        extractor, extractor_weights, amp, augment)
     names = detector.names
     save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt or save_crop else None
     if save_txt:
@@ -223,7 +233,8 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
            verbose: bool = False, features: str | Path = "", extractor: str = "",
-           extractor_weights: str = "", amp: str = "auto", save_crop: bool = False) -> list[dict[str, Any]]:
+           extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
+           augment: bool = False) -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
@@ -232,10 +243,11 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
     into ``project/name`` (incremented: exp, exp2, ...). Unreadable files are skipped with a warning.
     Every result (masks included) is kept in memory: for long videos iterate :func:`iter_detect` instead.
     ``amp``: ``auto`` (bf16 autocast on CPUs with native bf16, fp16 on CUDA) or ``off`` (fp32; see .precision).
+    ``augment``: test-time augmentation (three scaled and mirrored passes, see :mod:`.tta`), as stock's.
     """
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
-                            hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop))
+                            hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop, augment))
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:

@@ -361,6 +361,8 @@ def _build(opt: TrainOptions, data, ckpt: dict | None, contract: dict | None = N
         model.load_state_dict(ckpt["train_state"]["model"])
         return model
     model = build_model(opt.cfg, nc=data.nc, kpt_shape=data.kpt_shape, features=contract)
+    if data.flip_idx and model.yaml.get("kpt_shape"):  # kept with the weights: --augment's mirror swaps these pairs
+        model.yaml["flip_idx"] = [int(i) for i in data.flip_idx]
     if opt.weights:
         weights = read_weights(opt.weights)
         names = (weights.names, data.names) if opt.class_transfer else (None, None)

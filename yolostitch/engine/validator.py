@@ -28,6 +28,7 @@ from ..errors import FlagError
 from .postprocess import xywh2xyxy
 from .predict import postprocess
 from .runs import increment_path, select_device
+from .tta import augmented_forward, check_augment, refuse_feature_model
 
 
 def val_loader(labels, imgsz: int, batch_size: int, stride: int, kpt_shape=None, workers: int = 8,
@@ -58,7 +59,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
              iou_thres: float = 0.6, max_det: int = 300,
              on_image: Callable[[str, dict[str, torch.Tensor]], None] | None = None,
              plot_dir: Path | None = None, data_options: dict[str, Any] | None = None,
-             extractor: Extractor | None = None, precision: Precision | None = None) -> dict[str, Any]:
+             extractor: Extractor | None = None, precision: Precision | None = None,
+             augment: bool = False) -> dict[str, Any]:
     """Metrics of every task of ``model`` on ``loader``: ``{"box": ..., "mask": ..., "pose": ...}`` and the
     image-class task's (each task's ``result_key``, for the tasks the model has), plus ``images`` and ``speed_ms``.
 
@@ -70,7 +72,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
     predictions. Batches from a feature cache feed the model their maps; ``extractor`` turns image batches into
     maps first. ``data_options``: the data file's mapping, where tasks find their options (``kpt_sigmas``).
     ``precision`` (:mod:`.precision`; default fp32) is the forward's autocast; outputs are cast to fp32 before
-    NMS and metrics.
+    NMS and metrics. ``augment``: test-time augmentation (:mod:`.tta`, stock's ``--augment``).
     """
     policy = precision or Precision()
     model.eval()
@@ -85,7 +87,10 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
         x = model_input(batch, device, extractor)
         t1 = time.perf_counter()
         with policy.autocast():
-            outputs = to_float(model(policy.prepare(x)))
+            if augment:
+                outputs = to_float(augmented_forward(model, policy.prepare(x), tasks, int(model.stride.max())))
+            else:
+                outputs = to_float(model(policy.prepare(x)))
         t2 = time.perf_counter()
         dets = postprocess(outputs, conf_thres, iou_thres, nc=model.nc, multi_label=True, max_det=max_det, tasks=tasks)
         t3 = time.perf_counter()
@@ -148,16 +153,19 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
             iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "", workers: int = 8,
             save_json: bool = False, project: str | Path = "runs/val", name: str = "exp", exist_ok: bool = False,
             verbose: bool = True, features: str | Path = "", extractor: str = "",
-            extractor_weights: str = "", amp: str = "auto", single_cls: bool = False) -> dict[str, Any]:
+            extractor_weights: str = "", amp: str = "auto", single_cls: bool = False,
+            augment: bool = False) -> dict[str, Any]:
     """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``.
 
     A feature-input model reads ``features`` (a cache directory), else runs ``extractor`` (any spec: the user's
     choice), else the extractor it was trained with if that is a built-in kind (see ``feature_source``).
     ``amp``: ``auto`` runs the forward in bf16 on CPUs with native bf16 (fp16 on CUDA), ``off`` in fp32
-    (:mod:`.precision`).
+    (:mod:`.precision`). ``augment``: test-time augmentation (:mod:`.tta`).
     """
     dev = select_device(device)
     precision = precision_for(amp, dev)  # a bad --amp fails before anything loads
+    if augment:
+        check_augment(weights)
     if is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
         model, precision = load_exported(weights, dev, precision)
     else:
@@ -174,6 +182,8 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     tasks = tasks_of(model)
     for t in tasks:
         t.check_weights(config, str(weights))
+    if augment:
+        refuse_feature_model(model, weights)
     scan = scan_data_split(config, config.splits[task])
     options = dataset_options(tasks, config)
     cache, extractor = feature_source(model, features, imgsz, dev, extractor, extractor_weights)
@@ -187,7 +197,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     records: list[dict] = []
     on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None
     results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image, plot_dir=save_dir,
-                       data_options=config.raw, extractor=extractor, precision=precision)
+                       data_options=config.raw, extractor=extractor, precision=precision, augment=augment)
     anchor = anchor_of(tasks, "val")
     box = results[anchor.result_key]
     coco = [type(t).coco_metrics(results) for t in tasks]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FlagError
 from ..heads.outputs import AnchorRows
 from .registry import TASKS
 
@@ -153,6 +153,14 @@ class Task:
     def batch_fields(self, det: Any, keep: Tensor, size: Sequence[int]) -> dict[str, Tensor]:
         """Per-instance fields of kept detections in the loader's label form (normalised), for drawing."""
         return {}
+
+    def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Any:
+        """Test-time augmentation (:mod:`yolostitch.engine.tta`): this task's eval output for the input scaled by
+        ``scale`` (and mirrored left-right when ``flip_width``, the unscaled input's width, is given) mapped back
+        to the unscaled input: per-anchor tasks their decoded rows (bs, N, c), image-level tasks their output.
+        A task that cannot map its output back refuses (the default)."""
+        raise FlagError(f"--augment: the {self.key!r} branch's outputs cannot be mapped back from a scaled, mirrored "
+                        "image; run this model without --augment")
 
     # --- metrics -------------------------------------------------------------------------------------
 

@@ -91,6 +91,14 @@ class Detection(Task):
         decoded[..., 4] *= wanted[decoded[..., 5:].argmax(-1)]
         return AnchorRows(decoded, maps)
 
+    def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Tensor:
+        """xywh back to the unscaled input (stock's ``_descale_pred``)."""
+        rows = output[0].clone()
+        rows[..., :4] /= scale
+        if flip_width is not None:
+            rows[..., 0] = flip_width - rows[..., 0]
+        return rows
+
     def original_fields(self, det: Any, size: Sequence[int], shape0: Sequence[int], ratio_pad: Any
                         ) -> dict[str, Tensor]:
         return {"boxes": scale_boxes(det.boxes.float(), size, shape0, ratio_pad).cpu(), "conf": det.conf.float().cpu(),

@@ -54,6 +54,9 @@ class ImageClasses(Task):
     def attach(self, det: Any, columns: Tensor | None, output: Any, image: int) -> None:
         det.fields["image_classes"] = output[image]
 
+    def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Tensor:
+        return output  # which classes an image holds does not change with its size or a mirror
+
     def original_fields(self, det: Any, size: Sequence[int], shape0: Sequence[int], ratio_pad: Any
                         ) -> dict[str, Tensor]:
         return {"image_classes": det.image_classes.float().cpu()}

@@ -63,9 +63,14 @@ class Keypoints(Task):
         shape = getattr(head, "kpt_shape", None) or getattr(model, "kpt_shape", None)
         self.kpt_shape = tuple(int(v) for v in shape) if shape else None
         self.sigmas = None
+        self.flip_idx = None
         self.configure({})
 
     def configure(self, data_options: dict[str, Any]) -> None:
+        # left-right keypoint pairs (for --augment's mirrored pass): the data file's, else those the
+        # checkpoint was trained with (the trainer keeps the data's flip_idx in the model config)
+        config = getattr(self.model, "yaml", None) or {}
+        self.flip_idx = data_options.get("flip_idx") or config.get("flip_idx")
         if self.kpt_shape:
             self.sigmas = torch.as_tensor(keypoint_sigmas(self.kpt_shape[0], data_options.get("kpt_sigmas")),
                                           dtype=torch.float32)
@@ -89,6 +94,21 @@ class Keypoints(Task):
         k = self.sigmas.numel()
         keypoints = batch.get("keypoints", torch.zeros(len(shared.targets), k, 3))
         return keypoint_terms(output, shared.assignments, keypoints, self.sigmas)
+
+    def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Tensor:
+        """x, y back to the unscaled input; a mirrored pass also swaps left and right keypoints (``flip_idx``)."""
+        k = self.kpt_shape[0] if self.kpt_shape else output[0].shape[-1] // 3
+        rows = output[0].clone()
+        points = rows.view(*rows.shape[:2], k, -1)
+        points[..., :2] /= scale
+        if flip_width is not None:
+            if not self.flip_idx:
+                raise FlagError("--augment mirrors the image, and the keypoint branch then needs flip_idx to swap "
+                                "left and right keypoints: give it in the data YAML (checkpoints trained on data "
+                                "with flip_idx carry it)")
+            points[..., 0] = flip_width - points[..., 0]
+            points = points[:, :, list(self.flip_idx)]
+        return points.flatten(2)
 
     def nms_columns(self, output: Any) -> Tensor:
         return output[0]

@@ -14,6 +14,7 @@ from ..engine.coco_records import encode_masks, mask_records
 from ..engine.draw import colour, to_numpy
 from ..engine.metrics import DetectionStats, mask_iou
 from ..engine.predict import assemble_masks, image_region, unletterbox_masks
+from ..errors import FlagError
 from ..heads.outputs import MaskRows
 from ..losses.segment import mask_term
 from ..ops import resize_masks
@@ -91,6 +92,11 @@ class InstanceMasks(Task):
 
     def nms_columns(self, output: Any) -> Tensor:
         return output[0]
+
+    def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Tensor:
+        raise FlagError("--augment: mask coefficients belong to their own pass's prototypes, so masks cannot be "
+                        "merged over scaled and mirrored passes (stock YOLOv5-seg has no --augment either); run "
+                        "this model without --augment")
 
     def eval_output(self, tensors: list[Tensor]) -> MaskRows:
         return MaskRows(*tensors)
