@@ -128,6 +128,9 @@ class BoxColourTask(Task):
     def nms_columns(self, output: Any) -> Tensor:
         return output.rows
 
+    def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Tensor:
+        return output[0]  # a box's colour does not change when the image is scaled or mirrored (--augment)
+
     def attach(self, det: Any, columns: Tensor | None, output: Any, image: int) -> None:
         det.fields["colour_probs"] = columns
 

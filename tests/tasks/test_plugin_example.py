@@ -72,6 +72,10 @@ def test_the_colour_plugin_trains_validates_and_exports(unregister_afterwards, c
                  "--name", "val"]) == 0
     metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
     assert 0.0 <= metrics["colour_accuracy"] <= 1.0 and "box_map50" in metrics
+    assert main(["val", *common, "--weights", str(weights), "--data", str(colour_data), "--project", str(tmp_path),
+                 "--name", "val_tta", "--augment"]) == 0  # its own unaugment hook: colours ride the passes
+    metrics = json.loads((tmp_path / "val_tta" / "metrics.json").read_text())
+    assert 0.0 <= metrics["colour_accuracy"] <= 1.0
 
     assert main(["export", "--plugin", PLUGIN, "--weights", str(weights), "--imgsz", "64"]) == 0  # verified vs torch
     import onnx
