@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "training boxes, as stock)")
     p.add_argument("--multi-scale", action="store_true", help="each batch resized to a random size in 0.5-1.5x "
                    "--imgsz (a multiple of the stride), as stock")
+    p.add_argument("--rect", action="store_true", help="rectangular training: images sorted by aspect ratio, each "
+                   "batch letterboxed to its own shape; no mosaic and no shuffling, as stock")
     p.add_argument("--noplots", action="store_true", help="save no plot files (labels, batches, results, val)")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as one class ('item'), as stock")
     p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")

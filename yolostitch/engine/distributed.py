@@ -197,13 +197,14 @@ def cores_per_process() -> int:
     return max(1, (os.cpu_count() or 1) // env_int("LOCAL_WORLD_SIZE", 1))
 
 
-def train_sampler(dataset: Dataset, seed: int) -> DistributedSampler | None:
+def train_sampler(dataset: Dataset, seed: int, shuffle: bool = True) -> DistributedSampler | None:
     """This process's shard of each epoch's permutation (seeded by ``seed``; call ``set_epoch``), or None when
     single (the loader shuffles as usual). Rank r takes positions r, r + N, r + 2N, ... of the permutation, so
-    the processes' i-th batches together are the permutation's i-th block of ``--batch-size`` images."""
+    the processes' i-th batches together are the permutation's i-th block of ``--batch-size`` images (with
+    ``shuffle`` False, of the dataset's own order: ``--rect``'s blocks of one shape)."""
     if not is_distributed():
         return None
-    return DistributedSampler(dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(), shuffle=True,
+    return DistributedSampler(dataset, num_replicas=dist.get_world_size(), rank=dist.get_rank(), shuffle=shuffle,
                               seed=seed, drop_last=False)
 
 

@@ -86,6 +86,7 @@ class TrainOptions:
     single_cls: bool = False  # train every class as one ('item'), as stock's --single-cls
     save_period: int = -1  # also keep weights/epoch{N}.pt every this many epochs (< 1: never), as stock
     multi_scale: bool = False  # each batch at a random size in 0.5-1.5x imgsz, as stock's --multi-scale
+    rect: bool = False  # rectangular batches (images by aspect ratio, no mosaic, not shuffled), as stock's --rect
     noplots: bool = False  # no labels.jpg, train_batch*.jpg, results.png or validation plots (stock's --noplots)
     cache: bool = False
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
@@ -145,6 +146,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     if opt.multi_scale and (opt.features or opt.extractor):
         raise FlagError("--multi-scale resizes images; with --features or --extractor the model reads feature "
                         "maps made at one size: drop one of them")
+    if opt.rect and (opt.features or opt.extractor):
+        raise FlagError("--rect letterboxes each batch to its own shape; with --features or --extractor the model "
+                        "reads feature maps made at one size: drop one of them")
     cache = FeatureCache(opt.features) if opt.features else None
     extractor = build_online_extractor(opt.extractor, opt.extractor_weights, opt.imgsz, device,
                                        expected_hash=recorded_hash(ckpt) if ckpt else None) if opt.extractor else None
@@ -186,8 +190,12 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         print(f"training from cached features: mosaic, HSV, scale, translate and mixup need the pixels and are off; "
               f"{flips}")
     else:
-        dataset = MultiTaskDataset(train_scan.labels, imgsz, augment=True, hyp=hyp, cache_images=opt.cache,
-                                   **train_options)
+        dataset = MultiTaskDataset(train_scan.labels, imgsz, augment=True, hyp=rect_hyp(hyp) if opt.rect else hyp,
+                                   cache_images=opt.cache, rect=opt.rect, batch_size=opt.batch_size,
+                                   stride=max(int(model.stride.max()), 32), pad=0.0, **train_options)
+        if opt.rect:  # shapes per block of --batch-size sorted images: under DDP each process gets a share of it
+            print("--rect: batches of images of like aspect ratio, each letterboxed to its own shape; mosaic, "
+                  "mixup and copy-paste off and no shuffling, as stock")
     if opt.stitch_init and not ckpt:
         _stitch_init(model, opt, dataset.labels, cache, extractor, imgsz, device)
     anchored = next((t.head for t in tasks if t.anchor), None)  # the detection head, if the model has one
@@ -196,10 +204,10 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     distributed.broadcast_module(model)  # every replica starts from rank 0's weights
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter objects, new norm modules
-    sampler = distributed.train_sampler(dataset, opt.seed)  # this process's shard; None: the loader shuffles
+    sampler = distributed.train_sampler(dataset, opt.seed, shuffle=not opt.rect)  # None: the loader's own order
     generator = torch.Generator().manual_seed(opt.seed + distributed.rank())
     workers = loader_workers(min(opt.workers, distributed.cores_per_process()), batch_size)
-    loader = training_loader(dataset, batch_size, workers, sampler=sampler, generator=generator,
+    loader = training_loader(dataset, batch_size, workers, shuffle=not opt.rect, sampler=sampler, generator=generator,
                              worker_init_fn=worker_init, borrow=True)  # a step is done with its batch
     val_split = data.splits.get("val") or data.splits["train"]
     with distributed.main_first():
@@ -416,6 +424,11 @@ def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: f
     if name in ("Adam", "AdamW"):
         return getattr(torch.optim, name)(groups, lr=lr, betas=(momentum, 0.999))
     raise FlagError(f"--optimizer {name}: choose SGD, Adam or AdamW")
+
+
+def rect_hyp(hyp: dict[str, Any]) -> dict[str, Any]:
+    """Augmentation for ``--rect``: stock draws mosaic (and mixup and copy-paste inside it) only without rect."""
+    return {**hyp, "mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.0}
 
 
 def _one_cycle(y1: float, y2: float, steps: int):
