@@ -194,6 +194,49 @@ def test_image_cache_serves_read_only_images_within_its_budget(tmp_path):
     assert (ds.load_image(1)[0] == 40).all() and (ds.load_image(2)[0] == 80).all()
 
 
+def test_disk_cache_writes_npy_beside_images_and_reads_them_back(tmp_path, caplog):
+    """--cache disk, as stock: x.jpg's decoded pixels as x.npy beside it (the reference: cv2.imread of x.jpg),
+    read instead of decoding again; a stale .npy (older than its image) is replaced; a read-only folder falls
+    back to decoding, with one warning (next test)."""
+    import os
+
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    labels = [ImageLabels(str(tmp_path / f"{i}.jpg"), (20, 30), np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+              for i in range(2)]
+    ds = MultiTaskDataset(labels, imgsz=30, cache_images="disk")
+    for i in range(2):
+        decoded = cv2.imread(str(tmp_path / f"{i}.jpg"))
+        assert (np.load(tmp_path / f"{i}.npy") == decoded).all()
+        assert (ds.load_image(i)[0] == decoded).all()
+    np.save(tmp_path / "0.npy", np.zeros((20, 30, 3), np.uint8))  # the cache now disagrees with the image...
+    assert (ds.load_image(0)[0] == 0).all()  # ...and is what is read
+    os.utime(tmp_path / "0.npy", (1, 1))  # older than its image: stale, so written anew
+    assert (ds.load_image(0)[0] == cv2.imread(str(tmp_path / "0.jpg"))).all()
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, no leftovers
+
+
+
+def test_disk_cache_in_a_read_only_folder_decodes_as_usual(tmp_path, caplog, monkeypatch):
+    import cv2
+
+    from yolostitch.data import disk_cache
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(disk_cache.os, "replace", refuse)  # as a read-only folder answers (root may write anywhere)
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((20, 30, 3), 7, np.uint8))
+    ds = MultiTaskDataset([ImageLabels(str(tmp_path / "a.png"), (20, 30), np.zeros(0, np.int64),
+                                       np.zeros((0, 4), np.float32))], imgsz=30, cache_images="disk")
+    assert (ds.load_image(0)[0] == 7).all() and (ds.load_image(0)[0] == 7).all()
+    assert caplog.text.count("cannot write") == 1  # one warning per folder
+    assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*.tmp"))
+
+
 def _smooth_image(h, w, seed=0):
     import cv2
 

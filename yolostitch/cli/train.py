@@ -51,7 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "batch letterboxed to its own shape; no mosaic and no shuffling, as stock")
     p.add_argument("--noplots", action="store_true", help="save no plot files (labels, batches, results, val)")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as one class ('item'), as stock")
-    p.add_argument("--cache", action="store_true", help="cache decoded images in RAM")
+    p.add_argument("--cache", nargs="?", const="ram", default="", choices=["ram", "disk"],
+                   help="cache decoded images: --cache or --cache ram in RAM, --cache disk as .npy files beside "
+                        "the images")
     p.add_argument("--balance", default="", choices=["", "fixed", "uncertainty", "dwa"],
                    help="how task losses combine: fixed gains from the hyp file (default), learned uncertainty "
                         "weights, or dynamic weight average")

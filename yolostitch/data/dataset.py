@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from ultralytics.utils.instance import Instances
 
 from .augment import train_transforms, val_transforms
+from .disk_cache import DiskCache
 from .image_layout import rgb_chw
 from .labels import ImageLabels
 
@@ -51,7 +52,7 @@ class MultiTaskDataset(Dataset):
                  hyp: dict[str, float] | None = None, kpt_shape: Sequence[int] | None = None,
                  flip_idx: Sequence[int] | None = None, mask_ratio: int = 4, use_masks: bool | None = None,
                  rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5,
-                 cache_images: bool = False, cache_bytes: int = 2 * 2**30,
+                 cache_images: bool | str = False, cache_bytes: int = 2 * 2**30,
                  instance_fields: Sequence[InstanceField] = ()):
         self.labels = list(labels)
         self.instance_fields = list(instance_fields)
@@ -65,12 +66,19 @@ class MultiTaskDataset(Dataset):
         self._warned: set[str] = set()
         self._outlines: dict[int, np.ndarray] = {}  # index -> resampled polygons (resampling is costly)
         self._outline_bytes = 0
-        # stock's `--cache ram`: decoded, resized images, read up front (DataLoader workers forked later share
-        # them), as many as fit in cache_bytes; the rest are read from disk as usual
-        self._images: dict[int, np.ndarray] | None = {} if cache_images else None
+        # stock's `--cache ram` (True or "ram"): decoded, resized images, read up front (DataLoader workers
+        # forked later share them), as many as fit in cache_bytes; the rest are read from disk as usual.
+        # `--cache disk`: decoded images as .npy files beside them (see disk_cache.py)
+        mode = cache_mode(cache_images)
+        self._disk = DiskCache() if mode == "disk" else None
+        self._images: dict[int, np.ndarray] | None = {} if mode == "ram" else None
         self._image_bytes, self._cache_budget = 0, cache_bytes
-        if cache_images:
+        if mode == "ram":
             self._fill_image_cache()
+        elif mode == "disk":
+            cached = self._disk.fill(lab.im_file for lab in self.labels)
+            size = f"{cached / 2**30:.1f} GB" if cached >= 2**30 else f"{cached / 2**20:.1f} MB"
+            LOGGER.info(f"--cache disk: {size} of decoded images as .npy files beside them")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -159,7 +167,7 @@ class MultiTaskDataset(Dataset):
         h0, w0 = lab.shape
         r = self.imgsz / max(h0, w0)
         size = (math.ceil(h0 * r), math.ceil(w0 * r)) if r != 1 else (h0, w0)
-        img = cv2.imread(lab.im_file)
+        img = self._disk.read(lab.im_file) if self._disk is not None else cv2.imread(lab.im_file)
         if img is None:
             if lab.im_file not in self._warned:
                 self._warned.add(lab.im_file)
@@ -226,6 +234,17 @@ class MultiTaskDataset(Dataset):
             shape = tuple(int(v) for v in np.ceil(np.array(hw) * self.imgsz / stride + pad).astype(int) * stride)
             shapes += [shape] * len(chunk)
         return shapes
+
+
+def cache_mode(cache: bool | str | None) -> str:
+    """``--cache``'s mode: "" (none), "ram" (``--cache``, ``--cache ram``, or True from older runs) or "disk"."""
+    if cache in (None, False, "", "none"):
+        return ""
+    if cache is True or cache == "ram":
+        return "ram"
+    if cache == "disk":
+        return "disk"
+    raise ValueError(f"--cache {cache}: choose ram or disk")
 
 
 def loader_workers(requested: int, batch_size: int) -> int:

@@ -88,7 +88,7 @@ class TrainOptions:
     multi_scale: bool = False  # each batch at a random size in 0.5-1.5x imgsz, as stock's --multi-scale
     rect: bool = False  # rectangular batches (images by aspect ratio, no mosaic, not shuffled), as stock's --rect
     noplots: bool = False  # no labels.jpg, train_batch*.jpg, results.png or validation plots (stock's --noplots)
-    cache: bool = False
+    cache: bool | str = ""  # --cache: "" (none), "ram" (also True) or "disk", as stock's
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
     features: str = ""  # a feature cache (extract.py) to train a FeatureInput model on
     extractor: str = ""  # or an extractor run online (frozen) on the augmented images
