@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "training boxes, as stock)")
     p.add_argument("--multi-scale", action="store_true", help="each batch resized to a random size in 0.5-1.5x "
                    "--imgsz (a multiple of the stride), as stock")
+    p.add_argument("--image-weights", action="store_true", help="draw training images weighted towards rare "
+                   "classes and classes that validate badly, as stock")
     p.add_argument("--rect", action="store_true", help="rectangular training: images sorted by aspect ratio, each "
                    "batch letterboxed to its own shape; no mosaic and no shuffling, as stock")
     p.add_argument("--noplots", action="store_true", help="save no plot files (labels, batches, results, val)")

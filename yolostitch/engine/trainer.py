@@ -42,6 +42,7 @@ from .runs import increment_path
 from ..yaml_io import read_yaml_mapping
 from . import distributed
 from .features import build_online_extractor, feature_record
+from .image_weights import ImageWeightSampler, per_class_maps
 from .inputs import model_input, multi_scale
 from .resume import read_training_checkpoint, recorded_hash, resume_options, run_folder
 from .precision import precision_for, to_float
@@ -87,6 +88,7 @@ class TrainOptions:
     save_period: int = -1  # also keep weights/epoch{N}.pt every this many epochs (< 1: never), as stock
     multi_scale: bool = False  # each batch at a random size in 0.5-1.5x imgsz, as stock's --multi-scale
     rect: bool = False  # rectangular batches (images by aspect ratio, no mosaic, not shuffled), as stock's --rect
+    image_weights: bool = False  # draw images weighted by rare and badly validated classes, as stock's
     noplots: bool = False  # no labels.jpg, train_batch*.jpg, results.png or validation plots (stock's --noplots)
     cache: bool | str = ""  # --cache: "" (none), "ram" (also True) or "disk", as stock's
     balance: str = ""  # task balancing: fixed | uncertainty | dwa ("" = the hyp file's `balance`, else fixed)
@@ -146,6 +148,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     if opt.multi_scale and (opt.features or opt.extractor):
         raise FlagError("--multi-scale resizes images; with --features or --extractor the model reads feature "
                         "maps made at one size: drop one of them")
+    if opt.image_weights and (opt.rect or distributed.world_size() > 1):
+        raise FlagError("--image-weights draws images one by one; it cannot be combined with "
+                        + ("--rect (batches of one shape)" if opt.rect else "several processes (as in stock)"))
     if opt.rect and (opt.features or opt.extractor):
         raise FlagError("--rect letterboxes each batch to its own shape; with --features or --extractor the model "
                         "reads feature maps made at one size: drop one of them")
@@ -204,7 +209,10 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     distributed.broadcast_module(model)  # every replica starts from rank 0's weights
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter objects, new norm modules
-    sampler = distributed.train_sampler(dataset, opt.seed, shuffle=not opt.rect)  # None: the loader's own order
+    if opt.image_weights:
+        sampler = ImageWeightSampler(dataset.labels, model.nc, opt.seed)
+    else:
+        sampler = distributed.train_sampler(dataset, opt.seed, shuffle=not opt.rect)  # None: the loader's own order
     generator = torch.Generator().manual_seed(opt.seed + distributed.rank())
     workers = loader_workers(min(opt.workers, distributed.cores_per_process()), batch_size)
     loader = training_loader(dataset, batch_size, workers, shuffle=not opt.rect, sampler=sampler, generator=generator,
@@ -313,6 +321,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
             results = evaluate(ema.ema, vloader, device, plot_dir=save_dir if final and plots else None,
                                data_options=data.raw, extractor=extractor, precision=precision)
             metrics = flat_metrics(results)
+            if opt.image_weights:
+                sampler.update(per_class_maps(results, model.names))
         best = stopper.update(fitness(metrics) if validated else None)  # --noval epochs: no fitness, no count
         if main:
             row = {"epoch": epoch, **{f"train/{k}": v for k, v in mean_terms.items()},
