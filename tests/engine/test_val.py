@@ -101,3 +101,39 @@ def test_val_reports_each_branch(tiny_data, tmp_path, capsys, cfg, keys):
     assert keys <= set(metrics) and "pose_map" not in metrics
     assert all(0 <= metrics[k] <= 1 for k in keys)
     json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
+
+
+def test_val_save_txt_lines_are_the_json_predictions(tiny_data, tmp_path, capsys):
+    """--save-txt --save-conf: one line per prediction, the same boxes and confidences as --save-json's records
+    (normalised by the image size), in detect.py --save-txt's form."""
+    weights = save_checkpoint(tmp_path / "w.pt", build_model("yolov5n.yaml", nc=2))
+    assert main(["val", "--weights", str(weights), "--data", str(tiny_data), "--imgsz", "64", "--workers", "0",
+                 "--project", str(tmp_path / "runs"), "--save-json", "--save-txt", "--save-conf", "--amp", "off"]) == 0
+    run = tmp_path / "runs" / "exp"
+    assert "labels saved to" in capsys.readouterr().out
+    records = json.loads((run / "predictions.json").read_text())
+    files = sorted((run / "labels").glob("*.txt"))
+    assert [f.stem for f in files] == ["0", "1", "2"]
+    for f in files:
+        lines = [[float(v) for v in line.split()] for line in f.read_text().splitlines()]
+        mine = sorted([r for r in records if str(r["image_id"]) == f.stem], key=lambda r: -r["score"])
+        assert len(lines) == len(mine) > 0
+        for line, record in zip(sorted(lines, key=lambda v: -v[-1]), mine):
+            x, y, w, h = record["bbox"]
+            expected = [(x + w / 2) / 64, (y + h / 2) / 48, w / 64, h / 48]
+            np.testing.assert_allclose(line[1:5], expected, atol=1e-3)
+            assert abs(line[5] - record["score"]) < 1e-4
+
+
+def test_val_prints_class_rows_below_50_classes_or_with_verbose(tiny_data, tmp_path, capsys):
+    """As stock: a row per class when there are fewer than 50 classes, or with --verbose."""
+    many = tmp_path / "many.yaml"
+    names = ", ".join(["a", "b"] + [f"c{i}" for i in range(58)])
+    many.write_text(tiny_data.read_text().replace("names: [a, b]", f"names: [{names}]"))
+    weights = save_checkpoint(tmp_path / "w.pt", build_model("yolov5n.yaml", nc=60))
+    common = ["val", "--weights", str(weights), "--data", str(many), "--imgsz", "64", "--workers", "0", "--conf-thres", "0",
+              "--project", str(tmp_path / "runs")]
+    assert main(common) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["class0"]]
+    assert main([*common, "--verbose"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["class0"]]

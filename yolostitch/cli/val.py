@@ -20,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--save-json", action="store_true", help="also write COCO-format predictions.json")
+    p.add_argument("--save-txt", action="store_true", help="save each image's predictions to <run>/labels/*.txt "
+                   "(detect.py --save-txt's lines)")
+    p.add_argument("--save-conf", action="store_true", help="append confidences to --save-txt lines")
+    p.add_argument("--verbose", action="store_true", help="a row per class (default: with fewer than 50 classes, "
+                   "as stock)")
     p.add_argument("--augment", action="store_true", help="augmented inference (test-time augmentation, as stock: "
                    "the image at 1, 0.83 mirrored and 0.67 of its size, one NMS over all)")
     p.add_argument("--single-cls", action="store_true", help="every label as class 0, for weights trained with "
@@ -39,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
     run_val(args.weights, args.data, args.imgsz, args.batch_size, args.conf_thres, args.iou_thres, args.max_det,
             args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok,
             features=args.features, extractor=args.extractor, extractor_weights=args.extractor_weights,
-            amp=args.amp, single_cls=args.single_cls, augment=args.augment)
+            amp=args.amp, single_cls=args.single_cls, augment=args.augment, save_txt=args.save_txt,
+            save_conf=args.save_conf, per_class=True if args.verbose else None)
     return 0

@@ -21,6 +21,7 @@ from ..tasks.registry import registered
 from ..export.runtime import is_exported, load_exported
 from .features import Extractor, feature_source
 from .inputs import input_size, model_input
+from .label_files import label_lines
 from .coco_records import image_id_of
 from .plots import draw_batch, predictions_as_batch
 from .precision import Precision, precision_for, to_float
@@ -109,7 +110,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
             for meter in meters.values():
                 meter.add_image(det, truth)
             if on_image is not None:
-                kept: dict[str, Any] = {}
+                kept: dict[str, Any] = {"shape": tuple(int(v) for v in truth.shape0)}
                 for task in tasks:
                     kept.update(task.original_fields(det, (h, w), truth.shape0, truth.ratio_pad))
                 on_image(batch["im_file"][i], kept)
@@ -154,13 +155,17 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
             save_json: bool = False, project: str | Path = "runs/val", name: str = "exp", exist_ok: bool = False,
             verbose: bool = True, features: str | Path = "", extractor: str = "",
             extractor_weights: str = "", amp: str = "auto", single_cls: bool = False,
-            augment: bool = False) -> dict[str, Any]:
+            augment: bool = False, save_txt: bool = False, save_conf: bool = False,
+            per_class: bool | None = None) -> dict[str, Any]:
     """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``.
 
     A feature-input model reads ``features`` (a cache directory), else runs ``extractor`` (any spec: the user's
     choice), else the extractor it was trained with if that is a built-in kind (see ``feature_source``).
     ``amp``: ``auto`` runs the forward in bf16 on CPUs with native bf16 (fp16 on CUDA), ``off`` in fp32
-    (:mod:`.precision`). ``augment``: test-time augmentation (:mod:`.tta`).
+    (:mod:`.precision`). ``augment``: test-time augmentation (:mod:`.tta`). ``save_txt``: each image's
+    predictions as label lines in ``<run>/labels`` (``detect.py --save-txt``'s form; ``save_conf`` appends the
+    confidence). ``per_class``: print a row per class (``--verbose``); None: when there are fewer than 50
+    classes, as stock.
     """
     dev = select_device(device)
     precision = precision_for(amp, dev)  # a bad --amp fails before anything loads
@@ -195,8 +200,18 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
                             rect=not getattr(model, "fixed_shape", False), **options)
     save_dir = increment_path(Path(project) / name, exist_ok)
     records: list[dict] = []
-    on_image = (lambda f, kept: records.extend(_coco_records(f, kept))) if save_json else None
-    results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det, on_image, plot_dir=save_dir,
+    if save_txt:
+        (save_dir / "labels").mkdir(exist_ok=True)
+
+    def on_image(im_file: str, kept: dict[str, Any]) -> None:
+        if save_json:
+            records.extend(_coco_records(im_file, kept))
+        if save_txt and len(kept[CLASS_FIELD]):
+            lines = label_lines(kept, save_conf)
+            (save_dir / "labels" / f"{Path(im_file).stem}.txt").write_text("\n".join(lines) + "\n")
+
+    results = evaluate(model, loader, dev, conf_thres, iou_thres, max_det,
+                       on_image if save_json or save_txt else None, plot_dir=save_dir,
                        data_options=config.raw, extractor=extractor, precision=precision, augment=augment)
     anchor = anchor_of(tasks, "val")
     box = results[anchor.result_key]
@@ -211,7 +226,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     if save_json:
         (save_dir / "predictions.json").write_text(json.dumps(records))
     if verbose:
-        print(format_table(results, model.names))
+        print(format_table(results, model.names, per_class=per_class if per_class is not None else model.nc < 50))
         for lines in registered("report_lines")(results):
             for line in lines:
                 print(line)
@@ -220,6 +235,9 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
               f"per image at shape ({batch_size}, 3, {imgsz}, {imgsz})")
         print(f"Precision: {precision.describe()}")
         print(f"Results saved to {save_dir}")
+        if save_txt:
+            n = len(list((save_dir / "labels").glob("*.txt")))
+            print(f"{n} label{'s' * (n != 1)} saved to {save_dir / 'labels'}")
     return {**metrics, "save_dir": str(save_dir)}
 
 
