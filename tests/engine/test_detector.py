@@ -13,6 +13,7 @@ from yolostitch.engine.annotate import draw
 from yolostitch.engine.detector import detect
 from yolostitch.engine.label_files import label_lines
 from yolostitch.engine.sources import list_sources
+from yolostitch.errors import FlagError
 from yolostitch.ops.letterbox import letterbox
 from yolostitch.weights import load_model, save_checkpoint
 
@@ -272,6 +273,22 @@ def test_video_source(det_weights, tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     assert sorted(p.name for p in (run_dir / "labels").iterdir()) == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
+
+
+def test_vid_stride_reads_every_nth_frame(det_weights, tmp_path):
+    """--vid-stride 3 on 8 frames: frames 3 and 6, each the frame itself (its grey level names it)."""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for i in range(8):
+        writer.write(np.full((48, 64, 3), 25 * (i + 1), np.uint8))
+    writer.release()
+    from yolostitch.engine.sources import iter_frames
+
+    frames = [(frame, int(round(image.mean()))) for _, _, frame, _, image, _ in iter_frames([video], vid_stride=3)]
+    assert [f for f, _ in frames] == [3, 6] and all(abs(level - 25 * f) <= 2 for f, level in frames)
+    assert [r["frame"] for r in run(det_weights, video, tmp_path, vid_stride=3)] == [3, 6]
+    with pytest.raises(FlagError, match="--vid-stride"):
+        list(iter_frames([video], vid_stride=0))
 
 
 def test_save_crop_cuts_each_detection_as_stock(det_weights, images, tmp_path, stock_yolo):

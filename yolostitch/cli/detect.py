@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--line-thickness", type=int, default=3, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride: every N-th frame")
     p.add_argument("--augment", action="store_true", help="augmented inference (test-time augmentation, as stock: "
                    "the image at 1, 0.83 mirrored and 0.67 of its size, one NMS over all)")
     p.add_argument("--features", default="", help="feature cache (extract.py) of the source images, for a "
@@ -51,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
                          line_thickness=args.line_thickness, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
                          verbose=True, features=args.features, extractor=args.extractor,
                          extractor_weights=args.extractor_weights, amp=args.amp, save_crop=args.save_crop,
-                         augment=args.augment):
+                         augment=args.augment, vid_stride=args.vid_stride):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

@@ -163,7 +163,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
                 verbose: bool = False, features: str | Path = "", extractor: str = "",
                 extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-                augment: bool = False) -> Iterator[dict[str, Any]]:
+                augment: bool = False, vid_stride: int = 1) -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
@@ -182,7 +182,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
         (save_dir / "labels").mkdir(exist_ok=True)
     skipped = []
     with VideoWriters(save_dir) as videos:
-        for index, path, frame, count, image, cap in iter_frames(files):
+        for index, path, frame, count, image, cap in iter_frames(files, vid_stride):
             if image is None:
                 skipped.append(path)
                 print(f"WARNING: skipping {path}: not a readable image or video", file=sys.stderr)
@@ -234,7 +234,7 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
            verbose: bool = False, features: str | Path = "", extractor: str = "",
            extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-           augment: bool = False) -> list[dict[str, Any]]:
+           augment: bool = False, vid_stride: int = 1) -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
@@ -244,10 +244,12 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
     Every result (masks included) is kept in memory: for long videos iterate :func:`iter_detect` instead.
     ``amp``: ``auto`` (bf16 autocast on CPUs with native bf16, fp16 on CUDA) or ``off`` (fp32; see .precision).
     ``augment``: test-time augmentation (three scaled and mirrored passes, see :mod:`.tta`), as stock's.
+    ``vid_stride``: every that many-th video frame only (saved videos play at the source rate over fewer frames).
     """
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
-                            hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop, augment))
+                            hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop, augment,
+                            vid_stride))
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:

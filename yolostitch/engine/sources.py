@@ -79,9 +79,13 @@ def _listed(entry: str, listing: Path) -> list[Path]:
         raise type(e)(f"{listing}: {str(e).removeprefix('--source ')}") from None
 
 
-def iter_frames(files: Sequence[Path]) -> Iterator[tuple[int, Path, int | None, int, np.ndarray | None, Any]]:
+def iter_frames(files: Sequence[Path], vid_stride: int = 1
+                ) -> Iterator[tuple[int, Path, int | None, int, np.ndarray | None, Any]]:
     """(file number, file, video frame (1-based) or None, frames in the video, BGR image, capture) for every
-    image and video frame; the image is None for a file that cannot be read."""
+    image and every ``vid_stride``-th video frame (frames vid_stride, 2 x vid_stride, ..., as stock's
+    ``--vid-stride``); the image is None for a file that cannot be read."""
+    if vid_stride < 1:
+        raise FlagError(f"--vid-stride {vid_stride}: must be 1 or more (1 = every frame)")
     for number, path in enumerate(files, 1):
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             yield number, path, None, 0, cv2.imread(str(path)), None
@@ -91,12 +95,17 @@ def iter_frames(files: Sequence[Path]) -> Iterator[tuple[int, Path, int | None, 
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
             frame = 0
             while cap.isOpened():
-                ok, image = cap.read()
+                grabbed = 0
+                while grabbed < vid_stride and cap.grab():  # skipped frames are not decoded
+                    grabbed += 1
+                frame += grabbed
+                if grabbed < vid_stride:
+                    break
+                ok, image = cap.retrieve()
                 if not ok:
                     break
-                frame += 1
                 yield number, path, frame, count, image, cap
-            if frame == 0:
+            if frame == 0:  # not a single frame: unreadable
                 yield number, path, None, 0, None, None
         finally:
             cap.release()
