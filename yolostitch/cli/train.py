@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stitch-init", nargs="?", type=int, const=64, default=0, metavar="N",
                    help="fit the FeatureInput adapters by least squares on N training images (default 64) so "
                         "that --weights' neck and heads see what its own backbone gave them")
+    p.add_argument("--evolve", nargs="?", type=int, const=300, default=0, metavar="N",
+                   help="evolve the hyperparameters over N short trainings (default 300), as stock; the fittest "
+                        "go to runs/evolve/exp/hyp_evolve.yaml")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun, BatchNorm statistics over all the "
                    "processes' images (SyncBatchNorm; GPUs only)")
     add_amp_argument(p)
@@ -77,5 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
     freeze = list(range(args.freeze[0])) if len(args.freeze) == 1 else args.freeze
     options = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
+    if args.evolve:
+        from ..engine.evolve import evolve
+
+        evolve(TrainOptions(**{**options, "freeze": freeze}), args.evolve)
+        return 0
     train(TrainOptions(**{**options, "freeze": freeze}))
     return 0
