@@ -247,3 +247,28 @@ def test_check_data_on_the_real_coco_persons(tmp_path, capsys):
     people = [a for a in coco["annotations"] if not a["iscrowd"]]
     assert summary["classes"] == {"person": len(people)}
     assert summary["keypoint_instances"] == sum(a["num_keypoints"] > 0 for a in people)
+
+
+COCO_KEYPOINTS = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+                  "right_knee", "left_ankle", "right_ankle"]  # COCO's person category, in its order
+COCO_FLIP_IDX = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]  # ultralytics' coco-pose.yaml
+
+
+def test_kpt_shape_and_flip_idx_from_the_coco_keypoint_names(tmp_path):
+    """A YAML that leaves out kpt_shape and flip_idx gets them from the JSON's keypoint names (COCO's give the
+    flip_idx every COCO pose YAML writes out); what the YAML gives wins; names without a mirror give none."""
+    from yolostitch.data.config import mirrored_pairs
+
+    root = tmp_path / "coco"
+    for split in SIZES:
+        write_split(root, split, root / split, root / "annotations", prefix="person_keypoints",
+                    categories=[{"id": 1, "name": "person", "keypoints": COCO_KEYPOINTS}])
+    text = f"path: {root}\ntrain: annotations/person_keypoints_train2017.json\nval: annotations/person_keypoints_val2017.json\n"
+    config = load_data_config(yaml_file(tmp_path, text))
+    assert config.kpt_shape == [17, 3] and config.flip_idx == COCO_FLIP_IDX
+    assert config.raw["flip_idx"] == COCO_FLIP_IDX  # where the tasks read their options
+    given = load_data_config(yaml_file(tmp_path, text + "kpt_shape: [17, 3]\nflip_idx: " + str(list(range(17))) + "\n"))
+    assert given.flip_idx == list(range(17))
+    assert mirrored_pairs(["head", "Left hand", "Right hand"]) == [0, 2, 1]
+    assert mirrored_pairs(["head", "left_hand"]) is None  # no right hand to swap with

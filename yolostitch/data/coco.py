@@ -107,6 +107,20 @@ def read_coco(json_path: str | Path, images_dir: str | Path | None = None,
 
 def coco_names(json_path: str | Path) -> dict[int, str]:
     """Class index -> name of a COCO JSON, without parsing its (much larger) images and annotations."""
+    return _read_categories(coco_categories(json_path), lambda reason: None)[1]
+
+
+def coco_keypoint_names(json_path: str | Path) -> list[str] | None:
+    """The keypoint names of a COCO JSON's categories (``"keypoints": ["nose", "left_eye", ...]``), when the
+    categories that have them agree; else None."""
+    categories = coco_categories(json_path)
+    lists = {tuple(c["keypoints"]) for c in categories or () if isinstance(c, dict)
+             and isinstance(c.get("keypoints"), list) and c["keypoints"] and all(isinstance(k, str) for k in c["keypoints"])}
+    return list(lists.pop()) if len(lists) == 1 else None
+
+
+def coco_categories(json_path: str | Path) -> Any:
+    """A COCO JSON's raw ``categories`` (None if it has none), parsing only that part when it can."""
     text = Path(json_path).read_text(encoding="utf-8")
     starts = [m.end() - 1 for m in re.finditer(r'"categories"\s*:\s*\[', text)]
     categories = None
@@ -118,7 +132,7 @@ def coco_names(json_path: str | Path) -> dict[int, str]:
     if categories is None:
         data = json.loads(text)
         categories = data.get("categories") if isinstance(data, dict) else None
-    return _read_categories(categories, lambda reason: None)[1]
+    return categories
 
 
 # ---------------------------------------------------------------------------------------------- entries

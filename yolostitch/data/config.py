@@ -114,6 +114,11 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
     _check_sources_exist(splits, root, source)
     if names is None:
         names = _names_from_coco(splits, raw, source)
+    if kpt_shape is None or (flip_idx is None and kpt_shape[0] > 1):
+        derived = _keypoints_from_coco(splits, kpt_shape, flip_idx, source)
+        if derived != (kpt_shape, flip_idx):
+            kpt_shape, flip_idx = derived
+            raw = {**raw, "kpt_shape": kpt_shape, "flip_idx": flip_idx}  # tasks read their options from raw
     return DataConfig(root, splits, names, kpt_shape, flip_idx, source, raw)
 
 
@@ -197,6 +202,45 @@ def _names_from_coco(splits: dict[str, list[Path]], raw: dict[str, Any], source:
         raise DataConfigError(f"{source}: nc is {nc} but the categories of {first[0]} give {len(names)} classes")
     logger.debug("%s: class names from %s: %s", source, first[0], list(names.values()))
     return names
+
+
+def _keypoints_from_coco(splits: dict[str, list[Path]], kpt_shape: list[int] | None, flip_idx: list[int] | None,
+                         source: str) -> tuple[list[int] | None, list[int] | None]:
+    """What a YAML leaves out, from its COCO JSONs' keypoint names: ``kpt_shape`` [K, 3] (COCO keypoints are x, y,
+    visibility), and ``flip_idx`` pairing each ``left*`` name with its ``right*`` one (a horizontal flip swaps
+    them; without flip_idx training would not flip keypoint images at all)."""
+    from .coco import coco_keypoint_names
+
+    jsons = [p for ps in splits.values() for p in ps if isinstance(p, CocoSource) and p.is_file()]
+    names = next((n for n in (coco_keypoint_names(p) for p in dict.fromkeys(jsons)) if n), None)
+    if names is None:
+        return kpt_shape, flip_idx
+    if kpt_shape is None:
+        kpt_shape = [len(names), 3]
+        logger.info("%s: kpt_shape %s from the COCO keypoint names (%s, ...)", source, kpt_shape, ", ".join(names[:3]))
+    if flip_idx is None and kpt_shape[0] == len(names):
+        flip_idx = mirrored_pairs(names)
+        if flip_idx is not None:
+            logger.info("%s: flip_idx %s from the COCO keypoint names (left <-> right)", source, flip_idx)
+    return kpt_shape, flip_idx
+
+
+def mirrored_pairs(names: list[str]) -> list[int] | None:
+    """``flip_idx`` from keypoint names: each name with ``left`` and ``right`` swapped (``left_eye`` <->
+    ``right_eye``; a name with neither maps to itself); None if a mirrored name is missing or repeated."""
+    import re
+
+    swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+    index = {n: i for i, n in enumerate(names)}
+    if len(index) != len(names):
+        return None
+    out = []
+    for n in names:
+        twin = re.sub(r"left|right|Left|Right|LEFT|RIGHT", lambda m: swap[m.group(0)], n)
+        if twin not in index:
+            return None
+        out.append(index[twin])
+    return out
 
 
 def _names(raw: dict[str, Any], source: str) -> dict[int, str] | None:
