@@ -148,7 +148,7 @@ def evolve(opt: TrainOptions, generations: int = 300) -> dict[str, Any]:
     population = read_population(csv_path, keys)
     rows = [p["row"] for p in population]
     if population:
-        print(f"evolve: continuing {csv_path} from generation {len(population)}")
+        LOGGER.info(f"evolve: continuing {csv_path} from generation {len(population)}")
     for generation in range(len(population), generations):
         rng = np.random.default_rng([opt.seed, generation])  # a continued evolution draws what it would have
         hyp = (bounded(base, keys) if generation == 0
@@ -157,7 +157,7 @@ def evolve(opt: TrainOptions, generations: int = 300) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         hyp_file = run_dir / "hyp.yaml"
         hyp_file.write_text(yaml.safe_dump(hyp, sort_keys=False))
-        print(f"evolve: generation {generation + 1}/{generations}")
+        LOGGER.info(f"evolve: generation {generation + 1}/{generations}")
         metrics = train(replace(opt, hyp=str(hyp_file), project=str(run_dir.parent), name=str(generation),
                                 exist_ok=True, noval=True, nosave=True, noplots=True))
         shutil.rmtree(run_dir / "weights", ignore_errors=True)  # 300 generations of weights would fill a disk
@@ -176,7 +176,7 @@ def evolve(opt: TrainOptions, generations: int = 300) -> dict[str, Any]:
     atomic_write(save_dir / "hyp_evolve.yaml", lambda f: f.write((header + yaml.safe_dump(best_hyp, sort_keys=False)).encode()))
     if not opt.noplots:
         _plot(population, keys, save_dir / "evolve.png")
-    print(f"evolve: {len(population)} generations in {save_dir}; the fittest is generation "
+    LOGGER.info(f"evolve: {len(population)} generations in {save_dir}; the fittest is generation "
           f"{best['row']['generation']} (fitness {best['fitness']:.5f}), its hyperparameters in "
           f"{save_dir / 'hyp_evolve.yaml'}")
     return {"save_dir": str(save_dir), "best": best["row"], "hyp": best_hyp}
