@@ -137,3 +137,17 @@ def test_val_prints_class_rows_below_50_classes_or_with_verbose(tiny_data, tmp_p
     assert not [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["class0"]]
     assert main([*common, "--verbose"]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["class0"]]
+
+
+def test_half_is_stocks_flag(tiny_data, tmp_path, capsys):
+    """--half (stock's fp16 on CUDA, ignored on a CPU) runs as --amp auto; with --amp off it is a contradiction."""
+    weights = save_checkpoint(tmp_path / "w.pt", build_model("yolov5n.yaml", nc=2))
+    common = ["val", "--weights", str(weights), "--data", str(tiny_data), "--imgsz", "64", "--workers", "0",
+              "--project", str(tmp_path / "runs")]
+    assert main([*common, "--half"]) == 0
+    assert main([*common, "--amp", "auto"]) == 0
+    half, auto = [json.loads((tmp_path / "runs" / name / "metrics.json").read_text()) for name in ("exp", "exp2")]
+    assert half["precision"] == auto["precision"] and half["box_map"] == auto["box_map"]
+    capsys.readouterr()
+    assert main([*common, "--half", "--amp", "off"]) == 2
+    assert "--half and --amp off" in capsys.readouterr().err

@@ -14,6 +14,20 @@ def add_amp_argument(p: argparse.ArgumentParser) -> None:
                         "(AVX512-BF16/AMX), fp16 + GradScaler on CUDA, fp32 elsewhere; off = fp32 throughout")
 
 
+def add_half_argument(p: argparse.ArgumentParser) -> None:
+    """val's and detect's ``--half``, stock's flag: fp16 inference on CUDA, which ``--amp auto`` already gives
+    there (as autocast; stock casts the weights); on a CPU stock ignores it, and so do we: ``--amp`` decides."""
+    p.add_argument("--half", action="store_true", help="fp16 inference on CUDA, as stock (what --amp auto does "
+                   "there); ignored on a CPU, as stock")
+
+
+def check_half(args: argparse.Namespace) -> None:
+    if getattr(args, "half", False) and args.amp == "off":
+        from ..errors import FlagError
+
+        raise FlagError("--half and --amp off: fp16 or fp32? give one")
+
+
 def add_extractor_arguments(p: argparse.ArgumentParser) -> None:
     """val's and detect's ``--extractor``/``--extractor-weights``: the user names code a checkpoint may not run."""
     p.add_argument("--extractor", default="", help="for a FeatureInput model: run this extractor online (any spec, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import add_amp_argument, add_extractor_arguments
+from .amp import add_amp_argument, add_extractor_arguments, add_half_argument, check_half
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,12 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "FeatureInput model")
     add_extractor_arguments(p)
     add_amp_argument(p)
+    add_half_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.detector import iter_detect
     from ..errors import FlagError
 
+    check_half(args)
     if not args.source and not args.features:
         raise FlagError("--source: give images, a folder, a glob, a .txt list or a video (or --features DIR)")
 

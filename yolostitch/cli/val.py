@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import add_amp_argument, add_extractor_arguments
+from .amp import add_amp_argument, add_extractor_arguments, add_half_argument, check_half
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,11 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "such a model runs the extractor it was trained with online, if it was")
     add_extractor_arguments(p)
     add_amp_argument(p)
+    add_half_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.validator import run_val
 
+    check_half(args)
     run_val(args.weights, args.data, args.imgsz, args.batch_size, args.conf_thres, args.iou_thres, args.max_det,
             args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok,
             features=args.features, extractor=args.extractor, extractor_weights=args.extractor_weights,
