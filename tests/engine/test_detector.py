@@ -291,6 +291,29 @@ def test_vid_stride_reads_every_nth_frame(det_weights, tmp_path):
         list(iter_frames([video], vid_stride=0))
 
 
+def test_visualize_saves_each_layers_maps(det_weights, images, tmp_path):
+    """--visualize: per image, a picture per layer before Detect (24 in yolov5n), from the layer's own output."""
+    from yolostitch.engine.visualize import FeatureRecorder, feature_grid
+
+    run(det_weights, images / "b.png", tmp_path, visualize=True)
+    files = sorted((tmp_path / "runs" / "exp" / "b").glob("*.png"), key=lambda p: int(p.name.split("_")[0][5:]))
+    assert len(files) == 24 and files[0].name == "stage0_Conv_features.png" and files[-1].name == "stage23_C3_features.png"
+
+    model = build_model("yolov5n.yaml", nc=5).eval()
+    recorder = FeatureRecorder(model)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+        torch.testing.assert_close(recorder.maps[0][1], model.model[0](x)[0])
+    recorder.close()
+    assert not model.model[0]._forward_hooks  # hooks removed
+
+    grid = feature_grid(torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4))
+    assert grid.shape == (66, 2 * 88 + 2, 3)  # 3 x 4 maps enlarged 22x to reach 64 px, 2 channels side by side
+    lowest, highest = (cv2.applyColorMap(np.array([[v]], np.uint8), cv2.COLORMAP_VIRIDIS)[0, 0] for v in (0, 255))
+    assert (grid[0, 0] == lowest).all() and (grid[-1, 87] == highest).all()  # each channel scaled to its range
+
+
 def test_save_crop_cuts_each_detection_as_stock(det_weights, images, tmp_path, stock_yolo):
     """--save-crop: one file per detection under crops/<class>/, numbered as stock numbers them, each cut exactly
     as stock's save_one_box cuts it (grown 2 % + 10 px, clipped)."""

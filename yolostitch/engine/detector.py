@@ -41,6 +41,7 @@ from .predict import postprocess
 from .runs import increment_path, select_device
 from .sources import iter_frames, list_sources
 from .tta import augmented_forward, check_augment, refuse_feature_model
+from .visualize import FeatureRecorder
 from .video import VideoWriters
 
 
@@ -163,7 +164,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
                 verbose: bool = False, features: str | Path = "", extractor: str = "",
                 extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-                augment: bool = False, vid_stride: int = 1) -> Iterator[dict[str, Any]]:
+                augment: bool = False, vid_stride: int = 1, visualize: bool = False) -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
@@ -177,7 +178,9 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
     detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features,
                         extractor, extractor_weights, amp, augment)
     names = detector.names
-    save_dir = increment_path(Path(project) / name, exist_ok) if save or save_txt or save_crop else None
+    recorder = FeatureRecorder(detector.model) if visualize else None
+    save_dir = (increment_path(Path(project) / name, exist_ok) if save or save_txt or save_crop or visualize
+                else None)
     if save_txt:
         (save_dir / "labels").mkdir(exist_ok=True)
     skipped = []
@@ -187,6 +190,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 skipped.append(path)
                 print(f"WARNING: skipping {path}: not a readable image or video", file=sys.stderr)
                 continue
+            if recorder is not None:
+                recorder.maps.clear()
             try:
                 result = detector(image, im_file=path)
             except KeyError as e:  # an image the feature cache does not hold
@@ -206,6 +211,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                         result["save_path"] = str(videos.write(path, cap, drawn))
                 if save_crop:
                     save_crops(image, result, names, save_dir / "crops", stem, CLASS_FIELD)
+                if recorder is not None:
+                    recorder.save(save_dir / stem)
                 if save_txt and len(result[CLASS_FIELD]):
                     result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
                     Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
@@ -215,6 +222,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 print(f"{where} {path}: {result['input_shape'][0]}x{result['input_shape'][1]} "
                       f"{summary(result, names) or '(no detections),'} {result['inference_ms']:.1f}ms")
             yield result
+    if recorder is not None:
+        recorder.close()
     if verbose:
         print(detector.speed_line())
         print(f"Precision: {detector.precision.describe()}")
@@ -234,7 +243,7 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
            verbose: bool = False, features: str | Path = "", extractor: str = "",
            extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-           augment: bool = False, vid_stride: int = 1) -> list[dict[str, Any]]:
+           augment: bool = False, vid_stride: int = 1, visualize: bool = False) -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
@@ -245,11 +254,12 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
     ``amp``: ``auto`` (bf16 autocast on CPUs with native bf16, fp16 on CUDA) or ``off`` (fp32; see .precision).
     ``augment``: test-time augmentation (three scaled and mirrored passes, see :mod:`.tta`), as stock's.
     ``vid_stride``: every that many-th video frame only (saved videos play at the source rate over fewer frames).
+    ``visualize``: each layer's feature maps per image, as pictures in ``<run>/<stem>/`` (see :mod:`.visualize`).
     """
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
                             hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop, augment,
-                            vid_stride))
+                            vid_stride, visualize))
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:
