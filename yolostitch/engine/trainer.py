@@ -187,6 +187,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     if not ckpt and plots:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
     train_options = dataset_options(tasks, data, train=True)  # tasks absent: their labels are not prepared
+    if train_options.get("kpt_shape") and not train_options.get("flip_idx") and (hyp.get("fliplr", 0.5) or hyp.get("flipud", 0.0)):
+        print(f"{data.source} gives no flip_idx, so images with keypoints are not flipped (a flip would swap "
+              "left and right keypoints): add flip_idx to the data YAML to flip them")
     val_options = dataset_options(tasks, data)
     if cache is not None:
         dataset = FeatureDataset(train_scan.labels, cache, augment=True, hyp=hyp, **train_options)
