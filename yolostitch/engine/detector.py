@@ -169,6 +169,8 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
     on every image of the cache. The images are still read, to draw on."""
+    if vid_stride < 1:
+        raise FlagError(f"--vid-stride {vid_stride}: must be 1 or more (1 = every frame)")
     if features and not source:
         from ..data.feature_cache import FeatureCache
 

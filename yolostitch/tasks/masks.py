@@ -95,8 +95,7 @@ class InstanceMasks(Task):
 
     def unaugment(self, output: Any, scale: float, flip_width: int | None) -> Tensor:
         raise FlagError("--augment: mask coefficients belong to their own pass's prototypes, so masks cannot be "
-                        "merged over scaled and mirrored passes (stock YOLOv5-seg has no --augment either); run "
-                        "this model without --augment")
+                        "merged over scaled and mirrored passes; run this model without --augment")
 
     def eval_output(self, tensors: list[Tensor]) -> MaskRows:
         return MaskRows(*tensors)
