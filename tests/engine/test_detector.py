@@ -314,6 +314,16 @@ def test_visualize_saves_each_layers_maps(det_weights, images, tmp_path):
     assert (grid[0, 0] == lowest).all() and (grid[-1, 87] == highest).all()  # each channel scaled to its range
 
 
+def test_view_img_without_a_display_is_refused_before_anything_runs(det_weights, images, tmp_path, monkeypatch):
+    """OpenCV aborts the process when it cannot open a window; --view-img refuses first, naming the cause."""
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(FlagError, match="--view-img .*no display"):
+        run(det_weights, images, tmp_path, view_img=True)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_save_crop_cuts_each_detection_as_stock(det_weights, images, tmp_path, stock_yolo):
     """--save-crop: one file per detection under crops/<class>/, numbered as stock numbers them, each cut exactly
     as stock's save_one_box cuts it (grown 2 % + 10 px, clipped)."""

@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--line-thickness", type=int, default=3, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    p.add_argument("--view-img", action="store_true", help="show each result in a window (needs a display)")
     p.add_argument("--visualize", action="store_true", help="save each layer's feature maps per image, to "
                    "<run>/<image>/stage{i}_{Module}_features.png")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride: every N-th frame")
@@ -56,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
                          line_thickness=args.line_thickness, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
                          verbose=True, features=args.features, extractor=args.extractor,
                          extractor_weights=args.extractor_weights, amp=args.amp, save_crop=args.save_crop,
-                         augment=args.augment, vid_stride=args.vid_stride, visualize=args.visualize):
+                         augment=args.augment, vid_stride=args.vid_stride, visualize=args.visualize, view_img=args.view_img):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

@@ -164,13 +164,16 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
                 verbose: bool = False, features: str | Path = "", extractor: str = "",
                 extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-                augment: bool = False, vid_stride: int = 1, visualize: bool = False) -> Iterator[dict[str, Any]]:
+                augment: bool = False, vid_stride: int = 1, visualize: bool = False,
+                view_img: bool = False) -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
     on every image of the cache. The images are still read, to draw on."""
     if vid_stride < 1:
         raise FlagError(f"--vid-stride {vid_stride}: must be 1 or more (1 = every frame)")
+    if view_img:
+        check_display()
     if features and not source:
         from ..data.feature_cache import FeatureCache
 
@@ -215,6 +218,10 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                     save_crops(image, result, names, save_dir / "crops", stem, CLASS_FIELD)
                 if recorder is not None:
                     recorder.save(save_dir / stem)
+            if view_img:  # stock's --view-img: each drawn result in a window, 1 ms per image
+                cv2.imshow(str(path), draw(image, result, names, line_thickness, hide_labels, hide_conf,
+                                           detector.skeleton))
+                cv2.waitKey(1)
                 if save_txt and len(result[CLASS_FIELD]):
                     result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
                     Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
@@ -245,7 +252,8 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
            line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
            verbose: bool = False, features: str | Path = "", extractor: str = "",
            extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-           augment: bool = False, vid_stride: int = 1, visualize: bool = False) -> list[dict[str, Any]]:
+           augment: bool = False, vid_stride: int = 1, visualize: bool = False,
+           view_img: bool = False) -> list[dict[str, Any]]:
     """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
 
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
@@ -261,7 +269,16 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640
     return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
                             save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
                             hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop, augment,
-                            vid_stride, visualize))
+                            vid_stride, visualize, view_img))
+
+
+def check_display() -> None:
+    """Refuse --view-img where no window can open: OpenCV aborts the whole process there instead of raising."""
+    import os
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise FlagError("--view-img opens a window, and this machine has no display (DISPLAY is not set): "
+                        "use --save (the default) and look at the saved images instead")
 
 
 def summary(result: dict[str, Any], names: dict[int, str]) -> str:
