@@ -263,11 +263,13 @@ def test_kpt_shape_and_flip_idx_from_the_coco_keypoint_names(tmp_path):
     root = tmp_path / "coco"
     for split in SIZES:
         write_split(root, split, root / split, root / "annotations", prefix="person_keypoints",
-                    categories=[{"id": 1, "name": "person", "keypoints": COCO_KEYPOINTS}])
+                    categories=[{"id": 1, "name": "person", "keypoints": COCO_KEYPOINTS,
+                                 "skeleton": [[16, 14], [14, 12], [6, 7]]}])  # COCO counts keypoints from 1
     text = f"path: {root}\ntrain: annotations/person_keypoints_train2017.json\nval: annotations/person_keypoints_val2017.json\n"
     config = load_data_config(yaml_file(tmp_path, text))
     assert config.kpt_shape == [17, 3] and config.flip_idx == COCO_FLIP_IDX
     assert config.raw["flip_idx"] == COCO_FLIP_IDX  # where the tasks read their options
+    assert config.raw["skeleton"] == [[15, 13], [13, 11], [5, 6]]  # 0-based, for drawing
     given = load_data_config(yaml_file(tmp_path, text + "kpt_shape: [17, 3]\nflip_idx: " + str(list(range(17))) + "\n"))
     assert given.flip_idx == list(range(17))
     assert mirrored_pairs(["head", "Left hand", "Right hand"]) == [0, 2, 1]

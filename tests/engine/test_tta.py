@@ -86,10 +86,14 @@ def test_exported_weights_refused(image, tmp_path):
 
 
 def test_detect_and_val_augment(options, tiny_shapes, tmp_path):
-    """A keypoint model trained on data with flip_idx keeps it; val.py and detect.py --augment then run."""
-    train(options(cfg="yolov5n-pose.yaml", epochs=1, noval=True, noplots=True))
+    """A keypoint model trained on data with flip_idx (and a skeleton) keeps them; val.py and detect.py --augment
+    then run."""
+    data = tmp_path / "data.yaml"
+    data.write_text(tiny_shapes.read_text() + "skeleton: [[0, 1], [1, 2]]\n")
+    train(options(cfg="yolov5n-pose.yaml", data=str(data), epochs=1, noval=True, noplots=True))
     weights = next((tmp_path / "runs").glob("*/weights/last.pt"))
-    assert load_model(weights).yaml["flip_idx"] == [0, 3, 2, 1, 4]
+    model = load_model(weights)
+    assert model.yaml["flip_idx"] == [0, 3, 2, 1, 4] and model.yaml["skeleton"] == [[0, 1], [1, 2]]
     plain = run_val(weights, tiny_shapes, imgsz=64, workers=0, project=tmp_path / "val", verbose=False)
     augmented = run_val(weights, tiny_shapes, imgsz=64, workers=0, project=tmp_path / "val", verbose=False,
                         augment=True)

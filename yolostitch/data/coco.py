@@ -113,10 +113,28 @@ def coco_names(json_path: str | Path) -> dict[int, str]:
 def coco_keypoint_names(json_path: str | Path) -> list[str] | None:
     """The keypoint names of a COCO JSON's categories (``"keypoints": ["nose", "left_eye", ...]``), when the
     categories that have them agree; else None."""
-    categories = coco_categories(json_path)
-    lists = {tuple(c["keypoints"]) for c in categories or () if isinstance(c, dict)
-             and isinstance(c.get("keypoints"), list) and c["keypoints"] and all(isinstance(k, str) for k in c["keypoints"])}
-    return list(lists.pop()) if len(lists) == 1 else None
+    info = coco_keypoint_info(json_path)
+    return info[0] if info else None
+
+
+def coco_keypoint_info(json_path: str | Path) -> tuple[list[str], list[list[int]] | None] | None:
+    """(keypoint names, skeleton as 0-based index pairs or None) of a COCO JSON's keypoint categories, when the
+    categories that have keypoints agree; else None. COCO's ``skeleton`` counts keypoints from 1."""
+    found = set()
+    for c in coco_categories(json_path) or ():
+        names = c.get("keypoints") if isinstance(c, dict) else None
+        if isinstance(names, list) and names and all(isinstance(k, str) for k in names):
+            raw = c.get("skeleton")
+            pairs = None
+            if isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 and all(_is_int(i) and
+                                                                                        1 <= i <= len(names) for i in p)
+                                             for p in raw):
+                pairs = tuple((a - 1, b - 1) for a, b in raw)
+            found.add((tuple(names), pairs))
+    if len(found) != 1:
+        return None
+    names, pairs = found.pop()
+    return list(names), ([list(p) for p in pairs] if pairs else None)
 
 
 def coco_categories(json_path: str | Path) -> Any:

@@ -114,11 +114,13 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
     _check_sources_exist(splits, root, source)
     if names is None:
         names = _names_from_coco(splits, raw, source)
-    if kpt_shape is None or (flip_idx is None and kpt_shape[0] > 1):
+    if kpt_shape is None or (flip_idx is None and kpt_shape[0] > 1) or "skeleton" not in raw:
         derived = _keypoints_from_coco(splits, kpt_shape, flip_idx, source)
-        if derived != (kpt_shape, flip_idx):
-            kpt_shape, flip_idx = derived
+        if derived[:2] != (kpt_shape, flip_idx) or (derived[2] and "skeleton" not in raw):
+            kpt_shape, flip_idx = derived[:2]
             raw = {**raw, "kpt_shape": kpt_shape, "flip_idx": flip_idx}  # tasks read their options from raw
+            if derived[2] and "skeleton" not in raw:
+                raw["skeleton"] = derived[2]  # drawn by detect.py (the trainer keeps it with the weights)
     return DataConfig(root, splits, names, kpt_shape, flip_idx, source, raw)
 
 
@@ -205,16 +207,17 @@ def _names_from_coco(splits: dict[str, list[Path]], raw: dict[str, Any], source:
 
 
 def _keypoints_from_coco(splits: dict[str, list[Path]], kpt_shape: list[int] | None, flip_idx: list[int] | None,
-                         source: str) -> tuple[list[int] | None, list[int] | None]:
-    """What a YAML leaves out, from its COCO JSONs' keypoint names: ``kpt_shape`` [K, 3] (COCO keypoints are x, y,
-    visibility), and ``flip_idx`` pairing each ``left*`` name with its ``right*`` one (a horizontal flip swaps
-    them; without flip_idx training would not flip keypoint images at all)."""
-    from .coco import coco_keypoint_names
+                         source: str) -> tuple[list[int] | None, list[int] | None, list[list[int]] | None]:
+    """What a YAML leaves out, from its COCO JSONs' keypoint categories: ``kpt_shape`` [K, 3] (COCO keypoints are
+    x, y, visibility), ``flip_idx`` pairing each ``left*`` name with its ``right*`` one (a horizontal flip swaps
+    them; without flip_idx training would not flip keypoint images at all), and the ``skeleton`` (0-based)."""
+    from .coco import coco_keypoint_info
 
     jsons = [p for ps in splits.values() for p in ps if isinstance(p, CocoSource) and p.is_file()]
-    names = next((n for n in (coco_keypoint_names(p) for p in dict.fromkeys(jsons)) if n), None)
-    if names is None:
-        return kpt_shape, flip_idx
+    info = next((i for i in (coco_keypoint_info(p) for p in dict.fromkeys(jsons)) if i), None)
+    if info is None:
+        return kpt_shape, flip_idx, None
+    names, skeleton = info
     if kpt_shape is None:
         kpt_shape = [len(names), 3]
         logger.info("%s: kpt_shape %s from the COCO keypoint names (%s, ...)", source, kpt_shape, ", ".join(names[:3]))
@@ -222,7 +225,7 @@ def _keypoints_from_coco(splits: dict[str, list[Path]], kpt_shape: list[int] | N
         flip_idx = mirrored_pairs(names)
         if flip_idx is not None:
             logger.info("%s: flip_idx %s from the COCO keypoint names (left <-> right)", source, flip_idx)
-    return kpt_shape, flip_idx
+    return kpt_shape, flip_idx, skeleton if kpt_shape[0] == len(names) else None
 
 
 def mirrored_pairs(names: list[str]) -> list[int] | None:

@@ -384,6 +384,9 @@ def _build(opt: TrainOptions, data, ckpt: dict | None, contract: dict | None = N
     model = build_model(opt.cfg, nc=data.nc, kpt_shape=data.kpt_shape, features=contract)
     if data.flip_idx and model.yaml.get("kpt_shape"):  # kept with the weights: --augment's mirror swaps these pairs
         model.yaml["flip_idx"] = [int(i) for i in data.flip_idx]
+    skeleton = data.raw.get("skeleton")
+    if model.yaml.get("kpt_shape") and not model.yaml.get("skeleton") and _pairs_within(skeleton, model.yaml["kpt_shape"][0]):
+        model.yaml["skeleton"] = [[int(a), int(b)] for a, b in skeleton]  # detect.py joins these keypoints
     if opt.weights:
         weights = read_weights(opt.weights)
         names = (weights.names, data.names) if opt.class_transfer else (None, None)
@@ -437,6 +440,12 @@ def _optimizer(model: nn.Module, name: str, lr: float, momentum: float, decay: f
     if name in ("Adam", "AdamW"):
         return getattr(torch.optim, name)(groups, lr=lr, betas=(momentum, 0.999))
     raise FlagError(f"--optimizer {name}: choose SGD, Adam or AdamW")
+
+
+def _pairs_within(pairs: Any, k: int) -> bool:
+    """Whether ``pairs`` is a list of [a, b] keypoint indices in 0..k-1 (a data file's ``skeleton``)."""
+    return isinstance(pairs, list) and bool(pairs) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(i, int) and 0 <= i < k for i in p) for p in pairs)
 
 
 def rect_hyp(hyp: dict[str, Any]) -> dict[str, Any]:
