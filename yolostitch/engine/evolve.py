@@ -177,8 +177,8 @@ def evolve(opt: TrainOptions, generations: int = 300) -> dict[str, Any]:
     if not opt.noplots:
         _plot(population, keys, save_dir / "evolve.png")
     LOGGER.info(f"evolve: {len(population)} generations in {save_dir}; the fittest is generation "
-          f"{best['row']['generation']} (fitness {best['fitness']:.5f}), its hyperparameters in "
-          f"{save_dir / 'hyp_evolve.yaml'}")
+                f"{best['row']['generation']} (fitness {best['fitness']:.5f}), its hyperparameters in "
+                f"{save_dir / 'hyp_evolve.yaml'}")
     return {"save_dir": str(save_dir), "best": best["row"], "hyp": best_hyp}
 
 
