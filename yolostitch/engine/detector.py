@@ -218,13 +218,13 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                     save_crops(image, result, names, save_dir / "crops", stem, CLASS_FIELD)
                 if recorder is not None:
                     recorder.save(save_dir / stem)
+                if save_txt and len(result[CLASS_FIELD]):
+                    result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
+                    Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
             if view_img:  # stock's --view-img: each drawn result in a window, 1 ms per image
                 cv2.imshow(str(path), draw(image, result, names, line_thickness, hide_labels, hide_conf,
                                            detector.skeleton))
                 cv2.waitKey(1)
-                if save_txt and len(result[CLASS_FIELD]):
-                    result["txt_path"] = str(save_dir / "labels" / f"{stem}.txt")
-                    Path(result["txt_path"]).write_text("\n".join(label_lines(result, save_conf)) + "\n")
             if verbose:
                 where = f"image {index}/{len(files)}" if frame is None else \
                     f"video {index}/{len(files)} (frame {frame}/{count})"
