@@ -95,6 +95,7 @@ class BoxColourTask(Task):
     name = "colour"
     terms = ("colour",)
     default_gains = {"colour": 0.05}  # the hyp file may set `colour:`
+    evolve_ranges = {"colour": (1, 0.005, 0.5)}  # train.py --evolve mutates `colour:` in this range when the hyp sets it
     sparse_loss = True
     result_key = "colour"
     draw_layer = 25  # over the boxes

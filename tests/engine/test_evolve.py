@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from yolostitch.cli import main
-from yolostitch.engine.evolve import SEARCH_SPACE, choose_parent, evolvable, mutate
+from yolostitch.engine.evolve import choose_parent, evolvable, model_tasks, mutate, search_space
 from yolostitch.engine.trainer import load_hyp
 from yolostitch.errors import FlagError
 
@@ -19,17 +19,16 @@ def test_mutation_stays_in_range_and_keeps_fixed_keys():
     base = load_hyp("hyp.scratch-low.yaml")
     keys = evolvable(base)
     assert "lr0" in keys and "kdist" in keys and "nbs" not in keys  # only values with a range evolve
-    from yolostitch.engine.evolve import model_terms
-
-    detector = evolvable(base, model_terms("yolov5n.yaml"))  # a branch's gains evolve only if the model has it
+    # each task brings the ranges of its own loss hyperparameters: a branch's gains evolve only if the model has it
+    detector = evolvable(base, search_space(model_tasks("yolov5n.yaml")))
     assert "box" in detector and not {"seg", "kpt", "kdist"} & set(detector)
-    assert {"seg", "kpt", "kdist"} <= set(evolvable(base, model_terms("yolov5n-multitask.yaml")))
+    assert {"seg", "kpt", "kdist"} <= set(evolvable(base, search_space(model_tasks("yolov5n-multitask.yaml"))))
     rng = np.random.default_rng(0)
     changed = set()
     for _ in range(200):
         child = mutate(base, rng)
         for k in keys:
-            gain, low, high = SEARCH_SPACE[k]
+            gain, low, high = search_space()[k]
             assert low <= child[k] <= high
             if gain == 0:
                 assert child[k] == round(base[k], 5)  # iou_t, fl_gamma, perspective, fliplr stay

@@ -3,7 +3,8 @@
 Generation 0 trains with the ``--hyp`` file as given; each later one with a child of one of the five fittest
 generations so far (drawn with weight ``fitness - lowest + 1e-6``): every evolvable value is multiplied, with
 probability 0.8, by ``1 + gain x N(0, 1) x U(0, 1) x 0.2`` (clipped to 0.3-3x), then kept inside its range
-(:data:`SEARCH_SPACE`: stock's ranges, plus the branch gains). A generation trains with ``--noval --nosave``
+(:func:`search_space`: stock's ranges for the optimiser and augmentation, and each of the model's tasks'
+ranges for its loss hyperparameters, ``Task.evolve_ranges``). A generation trains with ``--noval --nosave``
 (only its final epoch is validated) and is scored by the fitness ``best.pt`` uses.
 
 The run folder holds ``evolve.csv`` (a row per generation: fitness, metrics, hyperparameters; rewritten
@@ -22,7 +23,7 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import yaml
@@ -36,59 +37,64 @@ from .validator import fitness
 
 LOGGER = logging.getLogger(__name__)
 
-# hyp key: (mutation gain, lowest, highest). Gain 0 keeps the value; 1 mutates fully.
+# hyp key: (mutation gain, lowest, highest). Gain 0 keeps the value; 1 mutates fully. The optimiser and the
+# augmentation, stock's ranges; each task declares its own loss hyperparameters (``Task.evolve_ranges``).
 SEARCH_SPACE: dict[str, tuple[float, float, float]] = {
     "lr0": (1, 1e-5, 1e-1), "lrf": (1, 0.01, 1.0), "momentum": (0.3, 0.6, 0.98), "weight_decay": (1, 0.0, 0.001),
     "warmup_epochs": (1, 0.0, 5.0), "warmup_momentum": (1, 0.0, 0.95), "warmup_bias_lr": (1, 0.0, 0.2),
-    "box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
-    "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0), "fl_gamma": (0, 0.0, 2.0),
     "hsv_h": (1, 0.0, 0.1), "hsv_s": (1, 0.0, 0.9), "hsv_v": (1, 0.0, 0.9), "degrees": (1, 0.0, 45.0),
     "translate": (1, 0.0, 0.9), "scale": (1, 0.0, 0.9), "shear": (1, 0.0, 10.0), "perspective": (0, 0.0, 0.001),
     "flipud": (1, 0.0, 1.0), "fliplr": (0, 0.0, 1.0), "mosaic": (1, 0.0, 1.0), "mixup": (1, 0.0, 1.0),
     "copy_paste": (1, 0.0, 1.0),
-    # the branches' loss gains (stock has none of these)
-    "seg": (1, 0.005, 0.5), "kpt": (1, 0.01, 1.0), "kobj": (1, 0.005, 0.5), "kdist": (1, 0.0, 1.0),
-    "img_cls": (1, 0.005, 0.5),
 }
 PARENTS = 5  # the fittest generations a child is drawn from
 MUTATION_P, MUTATION_SIGMA = 0.8, 0.2
+Space = dict[str, tuple[float, float, float]]
 
 
-BRANCH_GAINS = ("seg", "kpt", "kobj", "kdist", "img_cls")
+def search_space(tasks: Sequence[Any] | None = None) -> Space:
+    """:data:`SEARCH_SPACE` plus the loss hyperparameters of ``tasks`` (task classes; None: every registered one)."""
+    from ..tasks import TASKS
+
+    space = dict(SEARCH_SPACE)
+    for task in TASKS if tasks is None else tasks:
+        space.update(task.evolve_ranges)
+    return space
 
 
-def evolvable(hyp: dict[str, Any], terms: set[str] | None = None) -> list[str]:
-    """The keys of ``hyp`` that evolve: numbers with a range in :data:`SEARCH_SPACE`, in its order; with
-    ``terms`` (the model's loss terms), branch gains only for the branches the model has."""
-    return [k for k in SEARCH_SPACE if isinstance(hyp.get(k), (int, float)) and not isinstance(hyp.get(k), bool)
-            and (terms is None or k not in BRANCH_GAINS or k in terms)]
+def evolvable(hyp: dict[str, Any], space: Space | None = None) -> list[str]:
+    """The keys of ``hyp`` that evolve: numbers with a range in ``space`` (default: every task's), in its order."""
+    space = search_space() if space is None else space
+    return [k for k in space if isinstance(hyp.get(k), (int, float)) and not isinstance(hyp.get(k), bool)]
 
 
-def model_terms(cfg: str) -> set[str] | None:
-    """The loss terms of the model ``cfg`` builds (None if it cannot be built alone, e.g. before its features)."""
+def model_tasks(cfg: str) -> list[Any] | None:
+    """The task classes of the model ``cfg`` builds (None if it cannot be built alone, e.g. before its features)."""
     from ..models import build_model
     from ..tasks import tasks_of
 
     try:
-        return {term for task in tasks_of(build_model(cfg)) for term in task.terms}
-    except Exception as e:  # noqa: BLE001 - any failure only means: evolve every gain
-        LOGGER.debug("evolve: %s not built alone (%s); every gain evolves", cfg, e)
+        return [type(task) for task in tasks_of(build_model(cfg))]
+    except Exception as e:  # noqa: BLE001 - any failure only means: every task's gains evolve
+        LOGGER.debug("evolve: %s not built alone (%s); every task's gains evolve", cfg, e)
         return None
 
 
-def bounded(hyp: dict[str, Any], keys: list[str] | None = None) -> dict[str, Any]:
-    """Every evolvable value (``keys``, default all) inside its range, rounded to 5 decimals (as stock)."""
+def bounded(hyp: dict[str, Any], space: Space | None = None) -> dict[str, Any]:
+    """Every evolvable value inside its range in ``space``, rounded to 5 decimals (as stock)."""
+    space = search_space() if space is None else space
     out = dict(hyp)
-    for k in evolvable(hyp) if keys is None else keys:
-        _, low, high = SEARCH_SPACE[k]
+    for k in evolvable(hyp, space):
+        _, low, high = space[k]
         out[k] = round(float(min(max(out[k], low), high)), 5)
     return out
 
 
-def mutate(parent: dict[str, Any], rng: np.random.Generator, keys: list[str] | None = None) -> dict[str, Any]:
-    """A child of ``parent``: at least one of ``keys`` (default: every evolvable one) changed, unless none can."""
-    keys = evolvable(parent) if keys is None else keys
-    gains = np.array([SEARCH_SPACE[k][0] for k in keys], np.float64)
+def mutate(parent: dict[str, Any], rng: np.random.Generator, space: Space | None = None) -> dict[str, Any]:
+    """A child of ``parent``: at least one value evolvable in ``space`` changed, unless none can."""
+    space = search_space() if space is None else space
+    keys = evolvable(parent, space)
+    gains = np.array([space[k][0] for k in keys], np.float64)
     factors = np.ones(len(keys))
     for _ in range(1000):  # draw until something changes (every gain 0: nothing can)
         if not (factors == 1).all() or not gains.any():
@@ -98,7 +104,7 @@ def mutate(parent: dict[str, Any], rng: np.random.Generator, keys: list[str] | N
     child = dict(parent)
     for k, f in zip(keys, factors):
         child[k] = float(parent[k]) * f
-    return bounded(child, keys)
+    return bounded(child, space)
 
 
 def choose_parent(rows: list[dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
@@ -143,7 +149,8 @@ def evolve(opt: TrainOptions, generations: int = 300) -> dict[str, Any]:
     save_dir = increment_path(project / opt.name, opt.exist_ok)
     save_dir.mkdir(parents=True, exist_ok=True)
     base = load_hyp(opt.hyp)
-    keys = evolvable(base, model_terms(opt.cfg))
+    space = search_space(model_tasks(opt.cfg))
+    keys = evolvable(base, space)
     csv_path = save_dir / "evolve.csv"
     population = read_population(csv_path, keys)
     rows = [p["row"] for p in population]
@@ -151,8 +158,8 @@ def evolve(opt: TrainOptions, generations: int = 300) -> dict[str, Any]:
         LOGGER.info(f"evolve: continuing {csv_path} from generation {len(population)}")
     for generation in range(len(population), generations):
         rng = np.random.default_rng([opt.seed, generation])  # a continued evolution draws what it would have
-        hyp = (bounded(base, keys) if generation == 0
-               else mutate({**base, **choose_parent(population, rng)["hyp"]}, rng, keys))
+        hyp = (bounded(base, space) if generation == 0
+               else mutate({**base, **choose_parent(population, rng)["hyp"]}, rng, space))
         run_dir = save_dir / "generations" / str(generation)
         run_dir.mkdir(parents=True, exist_ok=True)
         hyp_file = run_dir / "hyp.yaml"

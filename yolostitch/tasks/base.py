@@ -81,6 +81,8 @@ class Task:
     in_table: ClassVar[bool] = False  # its results have P, R, mAP50, mAP50-95 (a block of the val table)
     output_names: ClassVar[tuple[str, ...]] = ()  # names of its exported tensors; empty: (name,)
     draw_layer: ClassVar[int] = 50  # drawing order: lower first (masks under boxes under keypoints)
+    # train.py --evolve: hyp key -> (mutation gain 0-1, lowest, highest) of this task's loss hyperparameters
+    evolve_ranges: ClassVar[dict[str, tuple[float, float, float]]] = {}
 
     def __init__(self, head: nn.Module | None = None, key: str | None = None, model: nn.Module | None = None):
         self.head = head

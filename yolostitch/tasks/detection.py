@@ -50,6 +50,9 @@ class Detection(Task):
     anchor = True
     terms = ("box", "obj", "cls")
     required_hyp = ("box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t")
+    evolve_ranges = {"box": (1, 0.02, 0.2), "cls": (1, 0.2, 4.0), "cls_pw": (1, 0.5, 2.0), "obj": (1, 0.2, 4.0),
+                     "obj_pw": (1, 0.5, 2.0), "iou_t": (0, 0.1, 0.7), "anchor_t": (1, 2.0, 8.0),
+                     "fl_gamma": (0, 0.0, 2.0)}  # stock's ranges
     result_key = "box"
     in_table = True
     draw_layer = 20

@@ -42,6 +42,7 @@ class ImageClasses(Task):
     name = "cls"
     terms = ("img_cls",)
     default_gains = {"img_cls": 0.05}
+    evolve_ranges = {"img_cls": (1, 0.005, 0.5)}
     level_scaled_gains = False
     result_key = "cls"
     draw_layer = 40

@@ -51,6 +51,7 @@ class Keypoints(Task):
     terms = ("kpt", "kobj", "kdist")
     # kdist: keypoint L1 distance in box sizes beside OKS (see losses.keypoints); 0 gives the OKS-only loss
     default_gains = {"kpt": 0.10, "kobj": 0.05, "kdist": 0.30}
+    evolve_ranges = {"kpt": (1, 0.01, 1.0), "kobj": (1, 0.005, 0.5), "kdist": (1, 0.0, 1.0)}
     sparse_loss = True
     result_key = "pose"
     in_table = True

@@ -71,6 +71,7 @@ class InstanceMasks(Task):
     name = "seg"
     terms = ("seg",)
     default_gains = {"seg": 0.05}  # YOLOv5-seg weighs the mask loss with the box gain
+    evolve_ranges = {"seg": (1, 0.005, 0.5)}
     sparse_loss = True
     result_key = "mask"
     in_table = True
