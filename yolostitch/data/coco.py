@@ -20,6 +20,7 @@ Mapping rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -138,7 +139,14 @@ def coco_keypoint_info(json_path: str | Path) -> tuple[list[str], list[list[int]
 
 
 def coco_categories(json_path: str | Path) -> Any:
-    """A COCO JSON's raw ``categories`` (None if it has none), parsing only that part when it can."""
+    """A COCO JSON's raw ``categories`` (None if it has none), parsing only that part when it can. Read once per
+    file version: names, keypoint names and skeleton all come from here, and a COCO JSON can be 0.5 GB."""
+    stat = Path(json_path).stat()
+    return _categories(str(json_path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _categories(json_path: str, mtime_ns: int, size: int) -> Any:
     text = Path(json_path).read_text(encoding="utf-8")
     starts = [m.end() - 1 for m in re.finditer(r'"categories"\s*:\s*\[', text)]
     categories = None
