@@ -55,7 +55,7 @@ setup(
         "tqdm>=4.64",
     ],
     extras_require={
-        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],  # export.py (ONNX, int8)
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript", "onnxslim"],  # export.py (ONNX, int8, --simplify)
         "timm": ["timm>=0.9"],  # extract.py --extractor timm:NAME
         # compare.py --stock: what the stock `yolov5==7.0.14` package imports; the package itself goes in apart,
         # with --no-deps (its requirements pull PyPI `thop`, which breaks ultralytics-thop)
@@ -63,7 +63,7 @@ setup(
         # tests; the stock reference `yolov5==7.0.14` is installed apart with --no-deps (README): its
         # requirements pull PyPI `thop`, which breaks ultralytics-thop. pandas/seaborn are what it imports.
         "dev": ["pytest>=7", "hypothesis>=6", "pandas", "seaborn", "packaging>=20", "onnx>=1.15", "onnxruntime>=1.17",
-                "onnxscript", "timm>=0.9"],
+                "onnxscript", "onnxslim", "timm>=0.9"],
     },
     entry_points={"console_scripts": ["yolostitch=yolostitch.cli:main"]},
 )

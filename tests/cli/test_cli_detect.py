@@ -102,3 +102,20 @@ def test_detect_py_script(weights, source, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "image 1/1" in out and f"Results saved to {tmp_path / 'p' / 'n'}" in out
     assert (tmp_path / "p" / "n" / "two.png").is_file()
+
+
+def test_imgsz_height_width(weights, source, tmp_path, capsys):
+    """Stock's two-value ``--imgsz H W``: each image fits into H x W (rect padding to the stride), and the speed
+    line names that shape; a size off the stride is rounded up with a warning; three values are refused."""
+    base = ["detect", "--weights", str(weights), "--source", str(source / "one.jpg"), "--device", "cpu",
+            "--project", str(tmp_path / "runs"), "--nosave"]
+    assert main(base + ["--imgsz", "32", "96"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"one\.jpg: 32x64 ", out)  # 64 x 96 fits 32 x 96 at gain 0.5: 32 x 48, width padded to 64
+    assert "at shape (1, 3, 32, 96)" in out
+    assert main(base + ["--imgsz", "30", "90"]) == 0
+    captured = capsys.readouterr()
+    assert "--imgsz 30 90 must be a multiple of the max stride 32, using 32 96" in captured.err
+    assert "at shape (1, 3, 32, 96)" in captured.out
+    assert main(base + ["--imgsz", "32", "64", "96"]) == 2
+    assert "--imgsz takes one value (square) or two (height width), got 3" in capsys.readouterr().err

@@ -95,6 +95,20 @@ def test_letterbox_pads_to_stride_multiple():
     assert (padded[:9] == 114).all() and (padded[-10:] == 114).all() and (padded[9:86] == 0).all()
 
 
+def test_height_width_letterbox_is_stocks(stock_yolo):
+    """detect's ``--imgsz H W`` letterbox (rect, ``auto``) gives stock's image for non-square targets too."""
+    from yolov5.utils.augmentations import letterbox as stock_letterbox
+
+    rng = np.random.default_rng(0)
+    for shape in ((60, 100), (100, 60), (37, 250)):
+        image = rng.integers(0, 255, (*shape, 3), dtype=np.uint8)
+        for target in ((64, 128), (128, 64), (96, 320)):
+            ours, plan = letterbox(image, target, 32, auto=True)
+            stock, ratio, pad = stock_letterbox(image, target, stride=32, auto=True)
+            assert np.array_equal(ours, stock), (shape, target)
+            assert plan.ratio_pad[1] == pytest.approx(pad)
+
+
 def test_sources(images, tmp_path):
     files = list_sources(images)
     assert [p.name for p in files] == ["a.jpg", "b.png", "broken.jpg", "c.jpg"]

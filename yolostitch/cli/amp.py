@@ -1,5 +1,6 @@
 """Flags shared by several commands: ``--amp`` (train, val, detect, compare; the policy is
-``engine.precision``) and ``--extractor`` (val, detect). No torch import, so building the parser stays fast."""
+``engine.precision``), ``--extractor`` (val, detect) and the one-or-two-value ``--imgsz`` (detect, export).
+No torch import, so building the parser stays fast."""
 
 from __future__ import annotations
 
@@ -35,3 +36,22 @@ def add_extractor_arguments(p: argparse.ArgumentParser) -> None:
                    "checkpoint cannot make run by itself); default: the built-in extractor the model was trained with")
     p.add_argument("--extractor-weights", default="", help="weights file for a torchvision/timm --extractor "
                    "(default: the one recorded when --extractor is the recorded spec)")
+
+
+def add_image_size_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """Stock detect.py's and export.py's ``--imgsz``: one value (square) or two (height width)."""
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], metavar="PIXELS",
+                   help=f"{help}: one value (square) or two (height width), as stock")
+
+
+def image_size(values: int | list[int]) -> int | tuple[int, int]:
+    """``--imgsz``'s values as an int (square) or (height, width)."""
+    from ..errors import FlagError
+
+    if isinstance(values, int):
+        return values
+    if len(values) not in (1, 2):
+        raise FlagError(f"--imgsz takes one value (square) or two (height width), got {len(values)}: {values}")
+    if any(v < 1 for v in values):
+        raise FlagError(f"--imgsz must be positive, got {values}")
+    return values[0] if len(values) == 1 or values[0] == values[1] else (values[0], values[1])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import add_amp_argument, add_extractor_arguments, add_half_argument, check_half
+from .amp import (add_amp_argument, add_extractor_arguments, add_half_argument, add_image_size_argument, check_half,
+                  image_size)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="",
                    help="image, directory, glob, .txt list of paths, or video file (local only: no URLs/webcams); "
                         "with --features it may be left out: every image of the cache")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    add_image_size_argument(p, "inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
@@ -51,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.source and not args.features:
         raise FlagError("--source: give images, a folder, a glob, a .txt list or a video (or --features DIR)")
 
-    for _ in iter_detect(args.weights, args.source, args.imgsz, args.conf_thres, args.iou_thres, args.max_det,
-                         args.device, args.classes, args.agnostic_nms, save=not args.nosave, save_txt=args.save_txt,
-                         save_conf=args.save_conf, project=args.project, name=args.name, exist_ok=args.exist_ok,
-                         line_thickness=args.line_thickness, hide_labels=args.hide_labels, hide_conf=args.hide_conf,
-                         verbose=True, features=args.features, extractor=args.extractor,
+    for _ in iter_detect(args.weights, args.source, image_size(args.imgsz), args.conf_thres, args.iou_thres,
+                         args.max_det, args.device, args.classes, args.agnostic_nms, save=not args.nosave,
+                         save_txt=args.save_txt, save_conf=args.save_conf, project=args.project, name=args.name,
+                         exist_ok=args.exist_ok, line_thickness=args.line_thickness, hide_labels=args.hide_labels,
+                         hide_conf=args.hide_conf, verbose=True, features=args.features, extractor=args.extractor,
                          extractor_weights=args.extractor_weights, amp=args.amp, save_crop=args.save_crop,
-                         augment=args.augment, vid_stride=args.vid_stride, visualize=args.visualize, view_img=args.view_img):
+                         augment=args.augment, vid_stride=args.vid_stride, visualize=args.visualize,
+                         view_img=args.view_img):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

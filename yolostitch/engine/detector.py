@@ -48,7 +48,8 @@ from .video import VideoWriters
 class Detector:
     """A loaded model plus inference settings; ``detector(image_bgr)`` -> one result dict (no files written)."""
 
-    def __init__(self, weights: str | Path | nn.Module, imgsz: int = 640, conf_thres: float = 0.25,
+    def __init__(self, weights: str | Path | nn.Module, imgsz: int | Sequence[int] = 640,
+                 conf_thres: float = 0.25,
                  iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
                  classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = "",
                  extractor: str = "", extractor_weights: str = "", amp: str = "auto", augment: bool = False):
@@ -76,10 +77,8 @@ class Detector:
                             f"{sorted(getattr(self.model, 'heads', {})) or 'none'}")
         self.names: dict[int, str] = dict(getattr(self.model, "names", {}) or {})
         self.stride = max(int(torch.as_tensor(self.model.stride).max()), 1)
-        self.imgsz = math.ceil(imgsz / self.stride) * self.stride
-        if self.imgsz != imgsz:
-            print(f"WARNING: --imgsz {imgsz} must be a multiple of the max stride {self.stride}, using {self.imgsz}",
-                  file=sys.stderr)
+        self.shape = stride_shape(imgsz, self.stride)  # (h, w) the letterbox fits each image into
+        self.imgsz = max(self.shape)
         self.conf_thres, self.iou_thres, self.max_det = conf_thres, iou_thres, max_det
         self.classes = None if classes is None else [int(c) for c in classes]
         self.agnostic = agnostic_nms
@@ -90,8 +89,12 @@ class Detector:
         # extractor it was trained with
         self.cache, self.extractor = feature_source(self.model, features, self.imgsz, self.device, extractor,
                                                     extractor_weights)
+        if (self.cache is not None or self.extractor is not None) and self.shape[0] != self.shape[1]:
+            raise FlagError(f"--imgsz {self.shape[0]} {self.shape[1]}: a FeatureInput model takes square sizes "
+                            f"(its extractor and feature caches are made at one --imgsz)")
         if self.cache is not None:
             self.imgsz = self.cache.imgsz  # the maps were made at the cache's size
+            self.shape = (self.imgsz, self.imgsz)
         self.times = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
         self.seen = 0
 
@@ -102,7 +105,7 @@ class Detector:
         if self.cache is not None:
             x, shape, ratio_pad = self._cached_maps(im_file)
         else:
-            padded, plan = letterbox(image, self.imgsz, self.stride, auto=True)
+            padded, plan = letterbox(image, self.shape, self.stride, auto=True)
             ratio_pad = plan.ratio_pad
             x = torch.from_numpy(np.ascontiguousarray(padded[..., ::-1].transpose(2, 0, 1))).to(self.device)
             x = x.float()[None] / 255
@@ -138,12 +141,12 @@ class Detector:
         if entry is None:
             raise KeyError(f"{im_file}: not in the feature cache {self.cache.root}")
         maps = {k: v[None].to(self.device).float() for k, v in self.cache.load(entry).items()}
-        return maps, (self.cache.imgsz, self.cache.imgsz), entry.ratio_pad
+        return maps, self.shape, entry.ratio_pad
 
     def speed_line(self) -> str:
         t = {k: v * 1000 / max(self.seen, 1) for k, v in self.times.items()}
         return (f"Speed: {t['preprocess']:.1f}ms pre-process, {t['inference']:.1f}ms inference, {t['nms']:.1f}ms NMS "
-                f"per image at shape (1, 3, {self.imgsz}, {self.imgsz})")
+                f"per image at shape (1, 3, {self.shape[0]}, {self.shape[1]})")
 
 
 def _skeleton_of(model: nn.Module) -> list[tuple[int, int]] | None:
@@ -155,14 +158,28 @@ def _skeleton_of(model: nn.Module) -> list[tuple[int, int]] | None:
         return None
 
 
+def stride_shape(imgsz: int | Sequence[int], stride: int) -> tuple[int, int]:
+    """``--imgsz`` (one size or height, width) as (h, w), each rounded up to a multiple of ``stride`` with a
+    warning, as stock's check_img_size."""
+    wanted = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
+    if len(wanted) != 2 or min(wanted) < 1:
+        raise FlagError(f"--imgsz takes one positive size or two (height width), got {imgsz}")
+    shape = tuple(math.ceil(v / stride) * stride for v in wanted)
+    if shape != wanted:
+        given = " ".join(str(v) for v in ([imgsz] if isinstance(imgsz, int) else wanted))
+        print(f"WARNING: --imgsz {given} must be a multiple of the max stride {stride}, using "
+              f"{' '.join(str(v) for v in (shape[:1] if isinstance(imgsz, int) else shape))}", file=sys.stderr)
+    return shape
+
+
 # -------------------------------------------------------------------------------------------------- runs
 
-def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640, conf_thres: float = 0.25,
-                iou_thres: float = 0.45, max_det: int = 1000, device: str = "", classes: Sequence[int] | None = None,
-                agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
-                project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
-                line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
-                verbose: bool = False, features: str | Path = "", extractor: str = "",
+def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int | Sequence[int] = 640,
+                conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000, device: str = "",
+                classes: Sequence[int] | None = None, agnostic_nms: bool = False, save: bool = False,
+                save_txt: bool = False, save_conf: bool = False, project: str | Path = "runs/detect", name: str = "exp",
+                exist_ok: bool = False, line_thickness: int | None = 3, hide_labels: bool = False,
+                hide_conf: bool = False, verbose: bool = False, features: str | Path = "", extractor: str = "",
                 extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
                 augment: bool = False, vid_stride: int = 1, visualize: bool = False,
                 view_img: bool = False) -> Iterator[dict[str, Any]]:
@@ -245,12 +262,12 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 print(f"{n} label{'s' * (n != 1)} saved to {save_dir / 'labels'}")
 
 
-def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int = 640, conf_thres: float = 0.25,
-           iou_thres: float = 0.45, max_det: int = 1000, device: str = "", classes: Sequence[int] | None = None,
-           agnostic_nms: bool = False, save: bool = False, save_txt: bool = False, save_conf: bool = False,
-           project: str | Path = "runs/detect", name: str = "exp", exist_ok: bool = False,
-           line_thickness: int | None = 3, hide_labels: bool = False, hide_conf: bool = False,
-           verbose: bool = False, features: str | Path = "", extractor: str = "",
+def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int | Sequence[int] = 640,
+           conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000, device: str = "",
+           classes: Sequence[int] | None = None, agnostic_nms: bool = False, save: bool = False,
+           save_txt: bool = False, save_conf: bool = False, project: str | Path = "runs/detect", name: str = "exp",
+           exist_ok: bool = False, line_thickness: int | None = 3, hide_labels: bool = False,
+           hide_conf: bool = False, verbose: bool = False, features: str | Path = "", extractor: str = "",
            extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
            augment: bool = False, vid_stride: int = 1, visualize: bool = False,
            view_img: bool = False) -> list[dict[str, Any]]:

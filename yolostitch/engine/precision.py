@@ -38,6 +38,7 @@ class Precision:
     dtype: torch.dtype | None = None
     channels_last: bool = False
     reason: str = ""
+    base: str = "fp32"  # what runs without autocast: fp32, or "fp16 graph" for an fp16 file from export --half
 
     @property
     def enabled(self) -> bool:
@@ -73,7 +74,7 @@ class Precision:
 
     def describe(self) -> str:
         if not self.enabled:
-            return "fp32" + (f" ({self.reason})" if self.reason else "")
+            return self.base + (f" ({self.reason})" if self.reason else "")
         name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, str(self.dtype))
         extras = (" + GradScaler" if self.scales_loss else "") + (", channels-last" if self.channels_last else "")
         return f"{name} autocast{extras}" + (f" ({self.reason})" if self.reason else "")

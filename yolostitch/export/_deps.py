@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import warnings
 from types import ModuleType
 from typing import Iterator
 
 ONNX_MISSING = "ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime"
+SIMPLIFIER_MISSING = "--simplify needs onnxslim (or stock's onnx-simplifier): pip install onnxslim"
 
 
 def require_onnx() -> tuple[ModuleType, ModuleType]:
@@ -19,6 +21,17 @@ def require_onnx() -> tuple[ModuleType, ModuleType]:
     except ImportError as e:
         raise ImportError(ONNX_MISSING) from e
     return onnx, onnxruntime
+
+
+def require_simplifier() -> tuple[str, ModuleType]:
+    """(name, module) of an ONNX graph simplifier: onnxslim (ultralytics' choice), else onnxsim (stock YOLOv5's);
+    or an ImportError saying what to install."""
+    for name in ("onnxslim", "onnxsim"):
+        try:
+            return name, importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError(SIMPLIFIER_MISSING)
 
 
 @contextlib.contextmanager

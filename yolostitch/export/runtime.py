@@ -42,6 +42,7 @@ LOGGER = logging.getLogger(__name__)
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
 PAD_VALUE = LETTERBOX_GREY / 255  # on 0..1 images
 ONNX_PRECISION = "ONNX Runtime runs the exported fp32 graph; --amp applies to .pt and .torchscript"
+HALF_PRECISION = "written by export --half: fp16 weights and inputs"
 
 
 def is_exported(weights: Any) -> bool:
@@ -57,15 +58,20 @@ def load_exported(path: str | Path, device: torch.device, precision: Precision |
         raise FileNotFoundError(f"weights file not found: {path}")
     model = ExportedModel(path, device)
     precision = precision or Precision(torch.device(device).type)
-    if model.format == "onnx":
+    if model.half:  # its weights and inputs are fp16 already: autocast has nothing to add
+        if precision.enabled:
+            LOGGER.warning("%s runs as its fp16 graph (export --half): --amp applies to fp32 .pt and exports",
+                           path.name)
+        precision = Precision(precision.device_type, reason=HALF_PRECISION, base="fp16 graph")
+    elif model.format == "onnx":
         if precision.enabled:
             LOGGER.warning("%s runs in fp32: ONNX Runtime runs the exported fp32 graph (--amp would have given "
                            "%s; it applies to .pt and .torchscript)", path.name, precision.describe())
         precision = Precision(precision.device_type, reason=ONNX_PRECISION)
     if not model.dynamic:
         h, w = model.imgsz
-        LOGGER.info("%s has a fixed input shape (%d, 3, %d, %d): square letterbox, batches of %d, as stock does "
-                    "for exported models (export with --dynamic to run rect batches as the .pt)",
+        LOGGER.info("%s has a fixed input shape (%d, 3, %d, %d): images letterboxed into it, batches of %d, as "
+                    "stock does for exported models (export with --dynamic to run rect batches as the .pt)",
                     path.name, model.batch_size, h, w, model.batch_size)
     return model, precision
 
@@ -110,6 +116,7 @@ class ExportedModel(nn.Module):
         self.imgsz: tuple[int, int] = (int(meta["imgsz"][0]), int(meta["imgsz"][1]))
         self.batch_size = int(meta.get("batch_size", 1))
         self.dynamic = bool(meta.get("dynamic", False))
+        self.half = bool(meta.get("half", False))  # fp16 graph: inputs go in as fp16, outputs come back fp32
         self.tasks: dict[str, list[str]] = {str(t): list(n) for t, n in meta["tasks"].items()}
         self.heads = {task: i for i, task in enumerate(self.tasks)}
         # head stand-ins for the tasks (a keypoint task reads kpt_shape from this model when its head has none)
@@ -194,8 +201,9 @@ class ExportedModel(nn.Module):
             image = tensors[0]
             ih, iw = image.shape[2:]
             if ih > h or iw > w:
+                size = f"{h}" if h == w else f"{h} {w} (detect.py; val.py takes one size: {min(h, w)})"
                 raise FlagError(f"{self.path} was exported for {h}x{w} images (fixed shape), got {ih}x{iw}: run "
-                                f"with --imgsz {max(h, w)}, or export with --dynamic")
+                                f"with --imgsz {size}, or export with --dynamic")
             out.append(F.pad(image, (0, w - iw, 0, h - ih), value=PAD_VALUE) if (ih, iw) != (h, w) else image)
         for slot, t in zip(self.feature_inputs, tensors[offset:]):
             want = (slot.c_in, math.ceil(h / slot.s_in), math.ceil(w / slot.s_in))

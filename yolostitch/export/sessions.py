@@ -52,10 +52,14 @@ class OnnxRunner:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
+        # an fp16 graph (export --half) takes fp16 inputs
+        self.input_types = [torch.float16 if i.type == "tensor(float16)" else torch.float32
+                            for i in self.session.get_inputs()]
 
     def __call__(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        feed = {name: t.detach().float().cpu().contiguous().numpy() for name, t in zip(self.input_names, tensors)}
-        return [torch.from_numpy(a) for a in self.session.run(self.output_names, feed)]
+        feed = {name: t.detach().to(dtype).cpu().contiguous().numpy()
+                for name, t, dtype in zip(self.input_names, tensors, self.input_types)}
+        return [torch.from_numpy(a).float() for a in self.session.run(self.output_names, feed)]
 
 
 class TorchScriptRunner:
@@ -84,13 +88,17 @@ class TorchScriptRunner:
             raise WeightsError(f"{path}: its TorchScript graph cannot be loaded ({first})") from None
         self.input_names, self.output_names = list(meta["inputs"]), list(meta["outputs"])
         self.input_shapes = {}
+        self.half = bool(meta.get("half", False))  # an fp16 graph (export --half): fp16 in, fp32 out
 
     def __call__(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if self.half:
+            tensors = [t.half() for t in tensors]
         # the plain interpreter: the profiling executor re-optimises for every new shape (rect batches), which
         # cost seconds per batch here for no gain on CPU convolutions
         with torch.jit.optimized_execution(False):
             outputs = self.module(*tensors)
-        return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        return [o.float() for o in outputs] if self.half else outputs
 
 
 def open_runner(path: Path, device: torch.device) -> OnnxRunner | TorchScriptRunner:

@@ -63,6 +63,15 @@ class ExportModule(nn.Module):
         return super().train(False)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The weights' float type: float16 for ``export.py --half``, else float32; example inputs follow it."""
+        return next((t.dtype for t in self.model.parameters() if t.is_floating_point()), torch.float32)
+
+    def half_copy(self) -> ExportModule:
+        """This wrapper with fp16 weights, buffers and decoding (stock's ``--half``: ``model.half()``)."""
+        return copy.deepcopy(self).half()
+
+    @property
     def max_stride(self) -> int:
         return int(self.model.stride.max())
 
@@ -138,6 +147,7 @@ class ExportModule(nn.Module):
                 "tasks": {task: list(names) for task, names in self.task_outputs.items()},
                 **task_metadata, "feature_contract": contract_records(model.feature_contract()),
                 "uses_image": IMAGE_INPUT in self.input_names, "features": _feature_record(model),
+                "half": self.dtype == torch.float16,
                 "skeleton": model.yaml.get("skeleton")}
 
 
