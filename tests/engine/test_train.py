@@ -176,6 +176,26 @@ def test_multi_scale_resizes_each_batch_as_stock(tiny_shapes, options, monkeypat
         train(options(multi_scale=True, features="cache"))
 
 
+def test_training_with_quad(tiny_shapes, options, monkeypatch, capsys):
+    """The model trains on 2 x imgsz images, a quarter as many per batch; a batch size off 4 and feature inputs
+    are refused."""
+    from yolostitch.errors import FlagError
+    from yolostitch.models.stitch import StitchModel
+
+    seen = []
+    real_forward = StitchModel.forward
+    monkeypatch.setattr(StitchModel, "forward", lambda self, x, *a, **k: self.training and seen.append(
+        tuple(x.shape)) or real_forward(self, x, *a, **k))
+    summary = train(options(epochs=1, quad=True, noval=True, batch_size=8, cfg="yolov5n-multitask.yaml"))
+    assert seen[0] == (2, 3, 128, 128) and all(shape[2:] == (128, 128) for shape in seen), seen
+    assert math.isfinite(summary["box_map"]) and "--quad: each 4 training images as one of 128 px" in \
+        capsys.readouterr().out
+    with pytest.raises(FlagError, match="--batch-size must be a multiple of 4, got 6"):
+        train(options(quad=True, batch_size=6))
+    with pytest.raises(FlagError, match="--quad"):
+        train(options(quad=True, features="cache"))
+
+
 def test_noplots_writes_no_pictures(tiny_shapes, options):
     run = Path(train(options(epochs=1, noplots=True))["save_dir"])
     assert not list(run.glob("*.jpg")) and not list(run.glob("*.png"))

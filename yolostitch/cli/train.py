@@ -47,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "training boxes, as stock)")
     p.add_argument("--multi-scale", action="store_true", help="each batch resized to a random size in 0.5-1.5x "
                    "--imgsz (a multiple of the stride), as stock")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by python -m "
+                   "torch.distributed.launch (accepted, as stock; the LOCAL_RANK environment variable it also sets "
+                   "is what is read)")
+    p.add_argument("--quad", action="store_true", help="quad dataloader: each 4 training images become one at "
+                   "twice --imgsz (2 x 2 tiles, or the first upscaled), a quarter as many per batch, as stock")
     p.add_argument("--image-weights", action="store_true", help="draw training images weighted towards rare "
                    "classes and classes that validate badly, as stock")
     p.add_argument("--rect", action="store_true", help="rectangular training: images sorted by aspect ratio, each "

@@ -154,16 +154,18 @@ class SlotLoader:
 
 def training_loader(dataset: Any, batch_size: int, workers: int, shuffle: bool = True, sampler: Any = None,
                     generator: torch.Generator | None = None, worker_init_fn: Callable[[int], None] | None = None,
-                    prefetch_factor: int = 2, borrow: bool = False) -> SlotLoader:
-    """The training DataLoader (persistent workers, our collate), its images and masks through shared slots
-    when it has workers and the shared-memory file system has room for them; ``borrow``: see :class:`SlotLoader`."""
+                    prefetch_factor: int = 2, borrow: bool = False,
+                    collate_fn: Callable[..., dict[str, Any]] = collate) -> SlotLoader:
+    """The training DataLoader (persistent workers, ``collate_fn``: ours, or e.g. ``--quad``'s), its images and
+    masks through shared slots when it has workers and the shared-memory file system has room for them;
+    ``borrow``: see :class:`SlotLoader`."""
     slots = None
     capacity = _slot_bytes(dataset, batch_size)
     if workers > 0 and capacity:
         per_worker = prefetch_factor + 2  # a worker's batches in flight, the one being made, the one lent out
         if _shared_memory_room() > 2 * workers * per_worker * capacity:
             slots = BatchSlots(workers, per_worker, capacity)
-    collate_fn = SlotCollate(slots) if slots is not None else collate
+    collate_fn = SlotCollate(slots, collate_fn) if slots is not None else collate_fn
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
                         num_workers=workers, collate_fn=collate_fn, worker_init_fn=worker_init_fn, generator=generator,
                         persistent_workers=workers > 0, prefetch_factor=prefetch_factor if workers > 0 else None)

@@ -27,6 +27,7 @@ from ultralytics.utils.torch_utils import ModelEMA
 from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
+from ..data.quad import LOSS_SCALE as QUAD_LOSS_SCALE, quad_collate
 from ..data.scan import scan_data_split
 from ..data.shared_batches import training_loader
 from ..errors import ConfigError, FlagError
@@ -87,6 +88,7 @@ class TrainOptions:
     single_cls: bool = False  # train every class as one ('item'), as stock's --single-cls
     save_period: int = -1  # also keep weights/epoch{N}.pt every this many epochs (< 1: never), as stock
     multi_scale: bool = False  # each batch at a random size in 0.5-1.5x imgsz, as stock's --multi-scale
+    quad: bool = False  # each 4 training images as one at 2x imgsz (tiled or upscaled), as stock's --quad
     rect: bool = False  # rectangular batches (images by aspect ratio, no mosaic, not shuffled), as stock's --rect
     image_weights: bool = False  # draw images weighted by rare and badly validated classes, as stock's
     noplots: bool = False  # no labels.jpg, train_batch*.jpg, results.png or validation plots (stock's --noplots)
@@ -145,6 +147,12 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
     if opt.features and opt.extractor:
         raise FlagError("--features and --extractor: give one (a cache, or an extractor to run online)")
+    if opt.quad and (opt.features or opt.extractor):
+        raise FlagError("--quad joins images into larger ones; with --features or --extractor the model reads "
+                        "feature maps made at one size: drop one of them")
+    if opt.quad and batch_size % 4:
+        raise FlagError(f"--quad joins each 4 training images into one: --batch-size must be a multiple of 4"
+                        f"{' per process' if world > 1 else ''}, got {batch_size}")
     if opt.multi_scale and (opt.features or opt.extractor):
         raise FlagError("--multi-scale resizes images; with --features or --extractor the model reads feature "
                         "maps made at one size: drop one of them")
@@ -219,7 +227,11 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     generator = torch.Generator().manual_seed(opt.seed + distributed.rank())
     workers = loader_workers(min(opt.workers, distributed.cores_per_process()), batch_size)
     loader = training_loader(dataset, batch_size, workers, shuffle=not opt.rect, sampler=sampler, generator=generator,
-                             worker_init_fn=worker_init, borrow=True)  # a step is done with its batch
+                             worker_init_fn=worker_init, borrow=True,  # a step is done with its batch
+                             collate_fn=quad_collate if opt.quad else collate)
+    if opt.quad:
+        print(f"--quad: each 4 training images as one of {2 * imgsz} px (2 x 2 tiles or the first upscaled), "
+              f"{batch_size // 4} per batch, loss x {QUAD_LOSS_SCALE}, as stock")
     val_split = data.splits.get("val") or data.splits["train"]
     with distributed.main_first():
         val_labels = scan_data_split(data, val_split).labels
@@ -294,6 +306,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
                 with precision.autocast():
                     outputs = net(precision.prepare(x))
                 loss, terms = compute_loss(to_float(outputs), batch)  # in fp32, outside autocast
+                if opt.quad:
+                    loss = loss * QUAD_LOSS_SCALE
                 # ComputeLoss returns (mean loss) x (images in the batch), as stock, so one process with batch B
                 # steps on B * g. N processes hold B / N images each and DDP *averages* their gradients: (B / N)
                 # * g. Times N (stock's loss * WORLD_SIZE) that is B * g again, exactly so when the shards' mean
