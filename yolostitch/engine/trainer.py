@@ -229,9 +229,6 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     loader = training_loader(dataset, batch_size, workers, shuffle=not opt.rect, sampler=sampler, generator=generator,
                              worker_init_fn=worker_init, borrow=True,  # a step is done with its batch
                              collate_fn=quad_collate if opt.quad else collate)
-    if opt.quad:
-        print(f"--quad: each 4 training images as one of {2 * imgsz} px (2 x 2 tiles or the first upscaled), "
-              f"{batch_size // 4} per batch, loss x {QUAD_LOSS_SCALE}, as stock")
     val_split = data.splits.get("val") or data.splits["train"]
     with distributed.main_first():
         val_labels = scan_data_split(data, val_split).labels
@@ -276,6 +273,9 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     shards = f" ({batch_size} in each of {world} processes)" if world > 1 else ""
     print(f"training {opt.cfg} on {data.source}: {len(dataset)} images, {opt.epochs} epochs, batch {opt.batch_size}"
           f"{shards}, imgsz {imgsz}, {device}, {precision.describe()}; results to {save_dir}")
+    if opt.quad:
+        print(f"--quad: each 4 training images as one of {2 * imgsz} px (2 x 2 tiles or the first upscaled), "
+              f"{batch_size // 4} per batch, loss x {QUAD_LOSS_SCALE}, as stock")
     net = model  # what runs the forward: the model, or its DDP wrapper
     if world > 1 and precision.channels_last:  # DDP's gradient buckets take the parameters' strides: match the
         model.to(memory_format=torch.channels_last)  # channels-last gradients (a 1x1 conv's are ambiguous otherwise)
