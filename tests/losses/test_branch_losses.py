@@ -47,6 +47,56 @@ def test_mask_term_is_near_zero_for_a_perfect_prediction_and_large_for_its_inver
     assert good < 1e-6 and bad > 15
 
 
+def dense_mask_loss(coefficient_maps, protos, assignments, masks, has_mask, boxes):
+    """The mask term by its definition, as YOLOv5-seg computes it: every assignment's logits over the whole
+    map, BCE against its instance's mask, summed over the pixels whose centre lies in the box, divided by the box
+    area; the mean per level, summed over levels."""
+    bs, nm, ph, pw = protos.shape
+    ys, xs = torch.meshgrid(torch.arange(ph) + 0.5, torch.arange(pw) + 0.5, indexing="ij")
+    total = protos.new_zeros(())
+    for p, a in zip(coefficient_maps, assignments):
+        rows = [j for j in range(len(a)) if has_mask[a.instance[j]]]
+        terms = []
+        for j in rows:
+            b, i = int(a.batch[j]), int(a.instance[j])
+            logits = torch.einsum("c,chw->hw", p[b, a.anchor[j], a.gj[j], a.gi[j]], protos[b])
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, masks[i].float(), reduction="none")
+            cx, cy, w, h = (boxes[i] * torch.tensor([pw, ph, pw, ph])).tolist()
+            inside = (xs >= cx - w / 2) & (xs < cx + w / 2) & (ys >= cy - h / 2) & (ys < cy + h / 2)
+            terms.append((bce * inside).sum() / (w * h))
+        if terms:
+            total = total + torch.stack(terms).mean()
+    return total
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (24, 40)])
+def test_mask_term_equals_its_definition_with_gradients(shape):
+    """The windowed computation (small boxes) and the whole-map one (large boxes) give the definition's value
+    and gradients: boxes from 1 pixel to the whole map, on and across the map's edges, two images, three levels,
+    an instance without a mask, and a non-square map (rect batches)."""
+    torch.manual_seed(0)
+    ph, pw = shape
+    head = type("H", (), {"anchors": torch.tensor([[[1.0, 1.0], [2.0, 3.0], [4.0, 2.0]]] * 3)})()
+    boxes = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.3, 0.4, 0.05, 0.08], [0.0, 1.0, 0.3, 0.25], [0.7, 0.2, 0.45, 0.3],
+                          [0.52, 0.61, 0.2, 0.7], [0.9, 0.9, 0.35, 0.35], [0.25, 0.75, 0.5, 0.5], [0.6, 0.4, 0.9, 0.1]])
+    image = torch.tensor([0, 0, 0, 1, 1, 1, 0, 1])
+    targets = torch.cat([image[:, None].float(), torch.zeros(len(boxes), 1), boxes], 1)
+    grids = [(ph // 4, pw // 4), (ph // 8, pw // 8), (ph // 16, pw // 16)]
+    assignments = assign_targets(targets, head, grids, 4.0)
+    masks = torch.rand(len(boxes), ph, pw) > 0.5
+    has_mask = torch.tensor([True, True, True, True, True, True, False, True])
+    coefficient_maps = [torch.randn(2, 3, h, w, 5, requires_grad=True) for h, w in grids]
+    protos = torch.randn(2, 5, ph, pw, requires_grad=True)
+    got = mask_term(coefficient_maps, protos, assignments, masks, has_mask, boxes)
+    got_grads = torch.autograd.grad(got, [protos, *coefficient_maps])
+    want = dense_mask_loss(coefficient_maps, protos, assignments, masks, has_mask, boxes)
+    want_grads = torch.autograd.grad(want, [protos, *coefficient_maps])
+    assert sum(len(a) for a in assignments) > 40
+    assert torch.allclose(got, want, rtol=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        assert torch.allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
 def test_instances_without_mask_or_keypoints_add_nothing(model, hyp):
     """Partial labels: instance 1 has no polygon and no labelled keypoint; its presence must not change the
     mask and keypoint terms (it still counts for detection)."""
