@@ -8,7 +8,8 @@ does it (forward, one NMS at conf 0.25 carrying masks and keypoints, the kept bo
 of the built-in shapes data, timed after warm-up (passes of all models interleaved, the fastest of each kept); untrained models keep few boxes, so the cost of assembling
 masks is also printed on its own, per 20 detections. References measured in the same run: the det-only model (ratio targets:
 training <= 1.3x, inference <= 1.2x) and the sum of three single-task models (det, seg, pose; each seg/pose
-model carries the detector its branch shares, as in YOLOv5-seg and YOLO-Pose).
+model carries the detector its branch shares, as in YOLOv5-seg and YOLO-Pose). Also the seg model's mask loss,
+computed on windows around the boxes (ours) and on whole maps (YOLOv5-seg's way), on the same batches.
 Accuracy (with --epochs): each of yolov5n, -seg, -pose, -multitask trained from scratch with the same
 recipe and validated; box mAP of the multi-task model vs det-only (target: within 1 point).
 ``--json PATH`` also writes the cost figures for ``run_all.py``.
@@ -157,12 +158,60 @@ def cost_table(data, args) -> tuple[list[str], dict[str, tuple[float, float]]]:
     mask_ms = (time.perf_counter() - start) / 20 * 1e3
     lines.append(f"\nassembling 20 masks at {args.imgsz}x{args.imgsz}: {mask_ms:.1f} ms per image "
                  f"({mask_ms / (det_infer * 1e3):.2f}x the det-only inference)")
+    windowed, whole, diff = mask_loss_cost(data, samples, args.imgsz, args.repeats)
+    lines.append(f"mask loss, forward + backward: {windowed * 1e3:.1f} ms per image on windows around the boxes, "
+                 f"{whole * 1e3:.1f} ms on whole maps (YOLOv5-seg's way; {windowed / whole:.2f}x), values and "
+                 f"gradients within {diff:.1e} of each other")
     tr, inf = cost["multitask"]
     lines.append(f"\nmulti-task vs det-only: training {tr / det_train:.2f}x (target <= 1.3x), inference "
                  f"{inf / det_infer:.2f}x (target <= 1.2x); vs three single-task models: training "
                  f"{tr / singles_train:.2f}x, inference {inf / singles_infer:.2f}x")
     print("\n".join(lines), flush=True)
     return lines, cost
+
+
+def mask_loss_cost(data, samples: list[dict], imgsz: int, repeats: int) -> tuple[float, float, float]:
+    """Seconds per image of the seg model's mask term (forward + backward) on these batches, as yolostitch computes
+    it (a window around each box) and on whole maps (every instance through the whole-map path, as YOLOv5-seg),
+    and the largest relative difference of their values and gradients."""
+    from yolostitch.losses import segment
+    from yolostitch.tasks import masks as mask_task
+
+    torch.manual_seed(0)
+    model = build_model(MODELS["seg"], nc=data.nc).train()
+    loss = ComputeLoss(model, load_hyp("hyp.scratch-low.yaml"), imgsz)
+    calls = []
+    real = mask_task.mask_term
+    mask_task.mask_term = lambda *a: calls.append(a) or real(*a)  # the inputs of each batch's term
+    try:
+        for sample in samples:
+            loss(model(sample["img"].float() / 255), sample)
+    finally:
+        mask_task.mask_term = real
+    inputs = [([p.detach() for p in maps], protos.detach(), *rest) for maps, protos, *rest in calls]
+    n = sum(len(s["img"]) for s in samples)
+
+    def timed(share: float) -> tuple[float, list[torch.Tensor]]:
+        segment.DENSE_SHARE, best, outputs = share, float("inf"), []
+        for _ in range(repeats):
+            start, outputs = time.perf_counter(), []
+            for maps, protos, *rest in inputs:
+                maps = [p.clone().requires_grad_(True) for p in maps]
+                protos = protos.clone().requires_grad_(True)
+                value = real(maps, protos, *rest)
+                value.backward()
+                outputs += [value.detach(), protos.grad, *(p.grad for p in maps)]
+            best = min(best, time.perf_counter() - start)
+        return best / n, outputs
+
+    share = segment.DENSE_SHARE
+    try:
+        windowed, ours = timed(share)
+        whole, reference = timed(0.0)  # every window "covers enough of the map": all whole-map
+    finally:
+        segment.DENSE_SHARE = share
+    diff = max(float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)) for a, b in zip(ours, reference))
+    return windowed, whole, diff
 
 
 def accuracy_table(args) -> list[str]:
