@@ -111,15 +111,10 @@ def test_option_errors(multitask, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "mt.onnx").exists()
 
 
-def test_yolov5n_half_validates_as_the_pt_on_coco128(shared_weights, shared_datasets, tmp_path):
+def test_yolov5n_half_validates_as_the_pt_on_coco128(coco128_yolov5n, tmp_path):
     """The official yolov5n.pt exported with --half --simplify: val.py's mAP on 16 coco128 images within 0.01 of
     the fp32 .pt's (fp16 moves scores in the third digit, so a few boxes swap ranks)."""
-    images = sorted((shared_datasets / "coco128" / "images" / "train2017").glob("*.jpg"))[:16]
-    listing = tmp_path / "subset.txt"
-    listing.write_text("\n".join(str(p) for p in images) + "\n")
-    data = {"path": str(tmp_path), "val": str(listing), "nc": 80}
-    weights = tmp_path / "yolov5n.pt"
-    weights.symlink_to(shared_weights / "yolov5n.pt")
+    _, data, weights = coco128_yolov5n
     (result,) = export_weights(weights, ["onnx"], imgsz=320, dynamic=True, half=True, simplify=True)
     assert ExportedModel(result.path).half
     runs = {path.suffix: run_val(path, data, imgsz=320, batch_size=8, workers=0, project=tmp_path / "runs",

@@ -195,14 +195,9 @@ def test_files_not_written_by_us_are_refused(tmp_path, tiny_shapes, capsys, monk
     assert "yolostitch[export]" in RUNTIME_MISSING
 
 
-def test_yolov5n_exports_match_the_pt_on_coco128(shared_weights, shared_datasets, tmp_path):
+def test_yolov5n_exports_match_the_pt_on_coco128(coco128_yolov5n, tmp_path):
     """val.py on the stock yolov5n.pt and on its dynamic .onnx / .torchscript: the same mAP (16 coco128 images)."""
-    images = sorted((shared_datasets / "coco128" / "images" / "train2017").glob("*.jpg"))[:16]
-    listing = tmp_path / "subset.txt"
-    listing.write_text("\n".join(str(p) for p in images) + "\n")
-    data = {"path": str(tmp_path), "val": str(listing), "nc": 80}
-    weights = tmp_path / "yolov5n.pt"
-    weights.symlink_to(shared_weights / "yolov5n.pt")
+    images, data, weights = coco128_yolov5n
     export_weights(weights, ["onnx", "torchscript"], imgsz=640, dynamic=True)
     runs = {}
     for path in (weights, tmp_path / "yolov5n.onnx", tmp_path / "yolov5n.torchscript"):

@@ -54,7 +54,7 @@ def tiled(group: list[dict[str, Any]]) -> dict[str, Any]:
     shapes = {tuple(s["img"].shape) for s in group}
     if len(shapes) != 1:
         raise ValueError(f"--quad tiles four images of one shape, got {sorted(shapes)}")
-    out = {k: v for k, v in first.items()}
+    out = dict(first)
     img = first["img"].new_empty((c, 2 * h, 2 * w))
     for s, (down, right) in zip(group, TILES):
         img[:, down * h:(down + 1) * h, right * w:(right + 1) * w] = s["img"]
