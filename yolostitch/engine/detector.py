@@ -263,16 +263,11 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
 
 
 def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int | Sequence[int] = 640,
-           conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000, device: str = "",
-           classes: Sequence[int] | None = None, agnostic_nms: bool = False, save: bool = False,
-           save_txt: bool = False, save_conf: bool = False, project: str | Path = "runs/detect", name: str = "exp",
-           exist_ok: bool = False, line_thickness: int | None = 3, hide_labels: bool = False,
-           hide_conf: bool = False, verbose: bool = False, features: str | Path = "", extractor: str = "",
-           extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
-           augment: bool = False, vid_stride: int = 1, visualize: bool = False,
-           view_img: bool = False) -> list[dict[str, Any]]:
-    """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``.
+           **options: Any) -> list[dict[str, Any]]:
+    """Run ``weights`` (a checkpoint path or a loaded model) on every image / video frame of ``source``;
+    ``options`` are :func:`iter_detect`'s (``conf_thres``, ``iou_thres``, ``device``, ``save``, ...).
 
+    ``imgsz``: one size, or (height, width) to fit each image into (stock's two-value ``--imgsz``).
     Returns one result dict per image or frame (see the module docstring), in original-image pixels.
     Nothing is written unless ``save`` (annotated images / videos), ``save_txt`` (YOLO label files) or
     ``save_crop`` (each detection cut out, see :mod:`.crops`) is set,
@@ -283,10 +278,7 @@ def detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int | Seq
     ``vid_stride``: every that many-th video frame only (saved videos play at the source rate over fewer frames).
     ``visualize``: each layer's feature maps per image, as pictures in ``<run>/<stem>/`` (see :mod:`.visualize`).
     """
-    return list(iter_detect(weights, source, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms,
-                            save, save_txt, save_conf, project, name, exist_ok, line_thickness, hide_labels,
-                            hide_conf, verbose, features, extractor, extractor_weights, amp, save_crop, augment,
-                            vid_stride, visualize, view_img))
+    return list(iter_detect(weights, source, imgsz, **options))
 
 
 def check_display() -> None:
