@@ -20,12 +20,10 @@ NOT_SUPPORTED = {
     },
     "val": {
         "--save-hybrid",  # labels merged into predictions: its mAP is not a measurement (stock's own warning)
-        "--dnn",  # OpenCV DNN as an ONNX runtime: onnxruntime runs our ONNX files
     },
     "detect": {
         "--data",  # class names for exported files: ours carry them in their metadata
         "--update",  # strips optimizers from stock .pt files; ours hold none to strip
-        "--dnn",
     },
     "export": {
         # formats and their options beyond ONNX and TorchScript (OpenVINO, TensorRT, CoreML, TensorFlow, ...)

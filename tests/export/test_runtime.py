@@ -158,6 +158,30 @@ def test_feature_input_model_from_a_cache(tiny_shapes, tmp_path):
         "model.4": Shape(64, 8), "model.6": Shape(128, 16), "model.9": Shape(256, 32)}
 
 
+def test_dnn_runs_onnx_files_in_opencv_as_onnxruntime_does(exported, tiny_shapes, tmp_path, capsys):
+    """Stock's --dnn: the dynamic and the fixed-shape .onnx in OpenCV DNN give onnxruntime's metrics on every
+    branch; detect.py says which engine ran; anything but an .onnx file is refused with the flag named."""
+    weights, onnx_path, ts_path, fixed = exported
+    for path in (onnx_path, fixed):
+        reference = metrics(path, tiny_shapes, tmp_path, "ort")
+        got = metrics(path, tiny_shapes, tmp_path, "dnn", dnn=True)
+        assert {"box_map", "mask_map", "pose_map", "cls_accuracy"} <= set(got) and set(got) == set(reference)
+        for key, value in reference.items():
+            assert abs(got[key] - value) <= TOL, (path.name, key, got[key], value)
+    model, precision = load_exported(onnx_path, torch.device("cpu"), dnn=True)
+    assert type(model.runner).__name__ == "OpenCVRunner" and "OpenCV DNN" in precision.describe()
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (64, 48, 3), dtype=np.uint8))
+    base = ["detect", "--source", str(image), "--imgsz", str(IMGSZ), "--nosave", "--project", str(tmp_path / "d")]
+    assert main(base + ["--weights", str(onnx_path), "--dnn"]) == 0
+    assert "Precision: fp32 (OpenCV DNN runs the exported fp32 graph" in capsys.readouterr().out
+    for path in (weights, ts_path):
+        assert main(base + ["--weights", str(path), "--dnn"]) == 2
+        assert f"--dnn runs .onnx files in OpenCV DNN; {path.name} is not one" in capsys.readouterr().err
+    with pytest.raises(FlagError, match="--dnn runs .onnx files"):
+        run_val(weights, tiny_shapes, imgsz=IMGSZ, dnn=True)
+
+
 def test_amp_with_onnx_is_fp32_and_says_so(exported, caplog):
     from yolostitch.engine.precision import Precision
 

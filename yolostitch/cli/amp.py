@@ -1,5 +1,6 @@
 """Flags shared by several commands: ``--amp`` (train, val, detect, compare; the policy is
-``engine.precision``), ``--extractor`` (val, detect) and the one-or-two-value ``--imgsz`` (detect, export).
+``engine.precision``), ``--extractor`` and ``--dnn`` (val, detect) and the one-or-two-value ``--imgsz``
+(detect, export).
 No torch import, so building the parser stays fast."""
 
 from __future__ import annotations
@@ -55,3 +56,9 @@ def image_size(values: int | list[int]) -> int | tuple[int, int]:
     if any(v < 1 for v in values):
         raise FlagError(f"--imgsz must be positive, got {values}")
     return values[0] if len(values) == 1 or values[0] == values[1] else (values[0], values[1])
+
+
+def add_dnn_argument(p: argparse.ArgumentParser) -> None:
+    """val's and detect's ``--dnn``, stock's flag: an .onnx file in OpenCV DNN instead of onnxruntime."""
+    p.add_argument("--dnn", action="store_true", help="run an .onnx file in OpenCV DNN instead of onnxruntime, as "
+                   "stock")

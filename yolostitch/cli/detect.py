@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import (add_amp_argument, add_extractor_arguments, add_half_argument, add_image_size_argument, check_half,
-                  image_size)
+from .amp import (add_amp_argument, add_dnn_argument, add_extractor_arguments, add_half_argument,
+                  add_image_size_argument, check_half, image_size)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_extractor_arguments(p)
     add_amp_argument(p)
     add_half_argument(p)
+    add_dnn_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
                          hide_conf=args.hide_conf, verbose=True, features=args.features, extractor=args.extractor,
                          extractor_weights=args.extractor_weights, amp=args.amp, save_crop=args.save_crop,
                          augment=args.augment, vid_stride=args.vid_stride, visualize=args.visualize,
-                         view_img=args.view_img):
+                         view_img=args.view_img, dnn=args.dnn):
         pass  # results are written as they come; none is kept (videos can be long)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import add_amp_argument, add_extractor_arguments, add_half_argument, check_half
+from .amp import add_amp_argument, add_dnn_argument, add_extractor_arguments, add_half_argument, check_half
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_extractor_arguments(p)
     add_amp_argument(p)
     add_half_argument(p)
+    add_dnn_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
             args.task, args.device, args.workers, args.save_json, args.project, args.name, args.exist_ok,
             features=args.features, extractor=args.extractor, extractor_weights=args.extractor_weights,
             amp=args.amp, single_cls=args.single_cls, augment=args.augment, save_txt=args.save_txt,
-            save_conf=args.save_conf, per_class=True if args.verbose else None)
+            save_conf=args.save_conf, per_class=True if args.verbose else None, dnn=args.dnn)
     return 0

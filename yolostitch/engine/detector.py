@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import FlagError
 from ..export.runtime import is_exported, load_exported
+from ..export.sessions import refuse_dnn
 from ..ops.letterbox import letterbox
 from ..tasks import CLASS_FIELD, tasks_of
 from .annotate import draw
@@ -52,17 +53,20 @@ class Detector:
                  conf_thres: float = 0.25,
                  iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
                  classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = "",
-                 extractor: str = "", extractor_weights: str = "", amp: str = "auto", augment: bool = False):
+                 extractor: str = "", extractor_weights: str = "", amp: str = "auto", augment: bool = False,
+                 dnn: bool = False):
         if augment:
             check_augment(weights)
         self.augment = augment
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.precision = precision_for(amp, self.device)  # --amp: the forward's autocast (see .precision)
         if isinstance(weights, nn.Module):
+            refuse_dnn("the model", dnn)
             self.model = weights.to(self.device).eval()
         elif is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
-            self.model, self.precision = load_exported(weights, self.device, self.precision)
+            self.model, self.precision = load_exported(weights, self.device, self.precision, dnn)
         else:
+            refuse_dnn(weights, dnn)
             from ..models.fuse import fuse_conv_bn
             from ..weights import load_model
 
@@ -182,11 +186,12 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
                 hide_conf: bool = False, verbose: bool = False, features: str | Path = "", extractor: str = "",
                 extractor_weights: str = "", amp: str = "auto", save_crop: bool = False,
                 augment: bool = False, vid_stride: int = 1, visualize: bool = False,
-                view_img: bool = False) -> Iterator[dict[str, Any]]:
+                view_img: bool = False, dnn: bool = False) -> Iterator[dict[str, Any]]:
     """:func:`detect` one image (or video frame) at a time, for sources too long to hold every result.
 
     With ``features`` (a cache), a FeatureInput model reads each image's cached maps; without ``source`` it runs
-    on every image of the cache. The images are still read, to draw on."""
+    on every image of the cache. The images are still read, to draw on. ``dnn``: an .onnx file runs in OpenCV
+    DNN instead of onnxruntime (stock's ``--dnn``)."""
     if vid_stride < 1:
         raise FlagError(f"--vid-stride {vid_stride}: must be 1 or more (1 = every frame)")
     if view_img:
@@ -198,7 +203,7 @@ def iter_detect(weights: str | Path | nn.Module, source: str | Path, imgsz: int 
     else:
         files = list_sources(source)  # before loading the model: a bad source fails fast
     detector = Detector(weights, imgsz, conf_thres, iou_thres, max_det, device, classes, agnostic_nms, features,
-                        extractor, extractor_weights, amp, augment)
+                        extractor, extractor_weights, amp, augment, dnn)
     names = detector.names
     recorder = FeatureRecorder(detector.model) if visualize else None
     save_dir = (increment_path(Path(project) / name, exist_ok) if save or save_txt or save_crop or visualize

@@ -19,6 +19,7 @@ from ..weights import load_model
 from ..tasks import CLASS_FIELD, TASKS, ImageTruth, anchor_of, tasks_of
 from ..tasks.registry import registered
 from ..export.runtime import is_exported, load_exported
+from ..export.sessions import refuse_dnn
 from .features import Extractor, feature_source
 from .inputs import input_size, model_input
 from .label_files import label_lines
@@ -156,7 +157,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
             verbose: bool = True, features: str | Path = "", extractor: str = "",
             extractor_weights: str = "", amp: str = "auto", single_cls: bool = False,
             augment: bool = False, save_txt: bool = False, save_conf: bool = False,
-            per_class: bool | None = None) -> dict[str, Any]:
+            per_class: bool | None = None, dnn: bool = False) -> dict[str, Any]:
     """val.py: validate weights on a data split, print the stock-style table, write ``<run>/metrics.json``.
 
     A feature-input model reads ``features`` (a cache directory), else runs ``extractor`` (any spec: the user's
@@ -165,15 +166,16 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     (:mod:`.precision`). ``augment``: test-time augmentation (:mod:`.tta`). ``save_txt``: each image's
     predictions as label lines in ``<run>/labels`` (``detect.py --save-txt``'s form; ``save_conf`` appends the
     confidence). ``per_class``: print a row per class (``--verbose``); None: when there are fewer than 50
-    classes, as stock.
+    classes, as stock. ``dnn``: an .onnx file runs in OpenCV DNN instead of onnxruntime (stock's ``--dnn``).
     """
     dev = select_device(device)
     precision = precision_for(amp, dev)  # a bad --amp fails before anything loads
     if augment:
         check_augment(weights)
     if is_exported(weights):  # .onnx / .torchscript from export.py: see yolostitch/export/runtime.py
-        model, precision = load_exported(weights, dev, precision)
+        model, precision = load_exported(weights, dev, precision, dnn)
     else:
+        refuse_dnn(weights, dnn)
         model = load_model(weights, device=dev)
     config = load_data_config(data)
     if single_cls:

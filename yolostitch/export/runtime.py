@@ -50,13 +50,14 @@ def is_exported(weights: Any) -> bool:
     return isinstance(weights, (str, Path)) and Path(weights).suffix.lower() in EXPORTED_SUFFIXES
 
 
-def load_exported(path: str | Path, device: torch.device, precision: Precision | None = None
+def load_exported(path: str | Path, device: torch.device, precision: Precision | None = None, dnn: bool = False
                   ) -> tuple[ExportedModel, Precision]:
-    """(the model, the precision it will really run in). ONNX: fp32, said once if ``--amp`` asked for more."""
+    """(the model, the precision it will really run in). ONNX: fp32, said once if ``--amp`` asked for more.
+    ``dnn``: an .onnx file runs in OpenCV DNN instead of onnxruntime (stock's ``--dnn``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    model = ExportedModel(path, device)
+    model = ExportedModel(path, device, dnn)
     precision = precision or Precision(torch.device(device).type)
     if model.half:  # its weights and inputs are fp16 already: autocast has nothing to add
         if precision.enabled:
@@ -64,10 +65,11 @@ def load_exported(path: str | Path, device: torch.device, precision: Precision |
                            path.name)
         precision = Precision(precision.device_type, reason=HALF_PRECISION, base="fp16 graph")
     elif model.format == "onnx":
+        engine = "OpenCV DNN" if dnn else "ONNX Runtime"
         if precision.enabled:
-            LOGGER.warning("%s runs in fp32: ONNX Runtime runs the exported fp32 graph (--amp would have given "
-                           "%s; it applies to .pt and .torchscript)", path.name, precision.describe())
-        precision = Precision(precision.device_type, reason=ONNX_PRECISION)
+            LOGGER.warning("%s runs in fp32: %s runs the exported fp32 graph (--amp would have given "
+                           "%s; it applies to .pt and .torchscript)", path.name, engine, precision.describe())
+        precision = Precision(precision.device_type, reason=ONNX_PRECISION.replace("ONNX Runtime", engine))
     if not model.dynamic:
         h, w = model.imgsz
         LOGGER.info("%s has a fixed input shape (%d, 3, %d, %d): images letterboxed into it, batches of %d, as "
@@ -101,10 +103,10 @@ class HeadInfo:
 class ExportedModel(nn.Module):
     """A file written by export.py, called like a StitchModel in eval mode (decoded outputs per task)."""
 
-    def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu", dnn: bool = False):
         super().__init__()
         self.path = Path(path)
-        self.runner = open_runner(self.path, torch.device(device))
+        self.runner = open_runner(self.path, torch.device(device), dnn)
         if hasattr(self.runner, "module"):
             self.graph = self.runner.module  # a submodule, so .to() and .eval() reach it
         meta = self.meta = self.runner.metadata

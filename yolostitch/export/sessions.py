@@ -1,7 +1,8 @@
 """Opening a file written by ``export.py`` for inference: its metadata (read as JSON, nothing else run) and
 a runner that takes positional tensors and returns the graph's outputs as tensors.
 
-ONNX files run in onnxruntime (CPU); the metadata comes from the model's ``metadata_props``.
+ONNX files run in onnxruntime (CPU), or with ``--dnn`` in OpenCV's DNN module; the metadata comes from the
+model's ``metadata_props``.
 TorchScript files run in PyTorch on the requested device; the metadata is read from the archive's
 ``extra/config.json`` with :mod:`zipfile` before anything is loaded, so a file not written by yolostitch is
 refused before its graph is.
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import SetupError, WeightsError
+from ..errors import FlagError, SetupError, WeightsError
 from ._deps import quiet
 
 RUNTIME_MISSING = "running an .onnx model needs onnxruntime: pip install yolostitch[export]"
@@ -101,9 +102,57 @@ class TorchScriptRunner:
         return [o.float() for o in outputs] if self.half else outputs
 
 
-def open_runner(path: Path, device: torch.device) -> OnnxRunner | TorchScriptRunner:
-    """The runner for ``path`` by its suffix, its metadata checked against its graph's inputs and outputs."""
-    runner = OnnxRunner(path) if path.suffix.lower() == ".onnx" else TorchScriptRunner(path, device)
+class OpenCVRunner:
+    """An ONNX file in OpenCV's DNN module (stock's ``--dnn``: no onnxruntime needed); ``runner(tensors)`` ->
+    output tensors (CPU, fp32). The metadata is read with ``onnx`` (OpenCV does not expose it)."""
+
+    format = "onnx"
+
+    def __init__(self, path: Path):
+        import cv2
+
+        try:
+            import onnx
+        except ImportError as e:
+            raise SetupError("--dnn reads the .onnx file's metadata with onnx: pip install onnx") from e
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+            self.net = cv2.dnn.readNetFromONNX(str(path))
+        except Exception as e:  # noqa: BLE001  (onnx and OpenCV raise their own types for unreadable files)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsError(f"{path}: not an ONNX model OpenCV DNN can load ({first})") from None
+        self.metadata = _decode(path, {p.key: p.value for p in proto.metadata_props}, "metadata_props")
+        inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in proto.graph.output]
+        self.input_shapes = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim]
+                             for i in inputs}
+        fp16 = onnx.TensorProto.FLOAT16
+        self.input_types = [torch.float16 if i.type.tensor_type.elem_type == fp16 else torch.float32
+                            for i in inputs]
+
+    def __call__(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        for name, t, dtype in zip(self.input_names, tensors, self.input_types):
+            self.net.setInput(t.detach().to(dtype).cpu().contiguous().numpy(), name)
+        outputs = self.net.forward(self.output_names)
+        return [torch.from_numpy(a).float() for a in outputs]
+
+
+def refuse_dnn(weights: Any, dnn: bool) -> None:
+    """``--dnn`` with weights that are not an .onnx file: say so (stock ignores the flag then)."""
+    if dnn:
+        raise FlagError(f"--dnn runs .onnx files in OpenCV DNN; {Path(str(weights)).name} is not one (export it "
+                        f"with export.py, or drop --dnn)")
+
+
+def open_runner(path: Path, device: torch.device, dnn: bool = False
+                ) -> OnnxRunner | TorchScriptRunner | OpenCVRunner:
+    """The runner for ``path`` by its suffix (``dnn``: an .onnx file in OpenCV DNN instead of onnxruntime), its
+    metadata checked against its graph's inputs and outputs."""
+    onnx_file = path.suffix.lower() == ".onnx"
+    if not onnx_file:
+        refuse_dnn(path, dnn)
+    runner = (OpenCVRunner(path) if dnn else OnnxRunner(path)) if onnx_file else TorchScriptRunner(path, device)
     meta = runner.metadata
     if runner.input_names != meta["inputs"] or runner.output_names != meta["outputs"]:
         raise WeightsError(f"{path}: its graph has inputs {runner.input_names} and outputs {runner.output_names}, "
