@@ -50,11 +50,10 @@ class Detector:
     """A loaded model plus inference settings; ``detector(image_bgr)`` -> one result dict (no files written)."""
 
     def __init__(self, weights: str | Path | nn.Module, imgsz: int | Sequence[int] = 640,
-                 conf_thres: float = 0.25,
-                 iou_thres: float = 0.45, max_det: int = 1000, device: str | torch.device = "",
-                 classes: Sequence[int] | None = None, agnostic_nms: bool = False, features: str | Path = "",
-                 extractor: str = "", extractor_weights: str = "", amp: str = "auto", augment: bool = False,
-                 dnn: bool = False):
+                 conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000,
+                 device: str | torch.device = "", classes: Sequence[int] | None = None, agnostic_nms: bool = False,
+                 features: str | Path = "", extractor: str = "", extractor_weights: str = "", amp: str = "auto",
+                 augment: bool = False, dnn: bool = False):
         if augment:
             check_augment(weights)
         self.augment = augment
