@@ -86,3 +86,29 @@ def test_torchrun_process_goes_to_its_listed_gpu(four_fake_gpus, monkeypatch):
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
     with pytest.raises(ValueError, match="LOCAL_RANK 1: 1 listed"):
         distributed.ddp_device("2")
+
+
+def test_timings_wait_for_cuda_work(monkeypatch):
+    """CUDA kernels run asynchronously: a timestamp on a CUDA device first waits for the queued work."""
+    from yolostitch.engine.runs import synced_clock
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    synced_clock(torch.device("cpu"))
+    assert waited == []
+    synced_clock(torch.device("cuda:1"))
+    assert waited == [torch.device("cuda:1")]
+
+
+def test_seeding_asks_for_deterministic_kernels_on_cuda_only(monkeypatch):
+    from yolostitch.engine import trainer
+
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: calls.append((mode, kw)))
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    trainer._seed_everything(0, torch.device("cpu"))
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    trainer._seed_everything(0, torch.device("cuda:0"))
+    assert calls == [(True, {"warn_only": True})] and torch.backends.cudnn.deterministic
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -84,6 +84,14 @@ def test_the_runtime_model_mirrors_the_pt(exported):
         assert torch.allclose(out["cls"], reference["cls"], atol=1e-5)
 
 
+def test_torchscript_file_records_no_device(exported):
+    """A traced graph keeps any device an op was given as a constant; the file exported on this CPU must carry
+    none, or it would fail on a GPU (`--device 0`) with a device mismatch."""
+    _, _, ts_path, _ = exported
+    graph = str(torch.jit.load(str(ts_path), map_location="cpu").inlined_graph)
+    assert "Device = prim::Constant" not in graph
+
+
 def test_val_of_exported_files_matches_the_pt_on_every_branch(exported, tiny_shapes, tmp_path):
     weights, onnx_path, ts_path, _ = exported
     reference = metrics(weights, tiny_shapes, tmp_path, "pt")

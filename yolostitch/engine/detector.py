@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -39,7 +38,7 @@ from .crops import save_crops
 from .label_files import label_lines
 from .precision import precision_for, to_float
 from .predict import postprocess
-from .runs import increment_path, select_device
+from .runs import increment_path, select_device, synced_clock
 from .sources import iter_frames, list_sources
 from .tta import augmented_forward, check_augment, refuse_feature_model
 from .visualize import FeatureRecorder
@@ -104,7 +103,7 @@ class Detector:
     @torch.no_grad()
     def __call__(self, image: np.ndarray, im_file: str | Path | None = None) -> dict[str, Any]:
         """Detections on one BGR image; a model reading a feature cache takes the maps cached for ``im_file``."""
-        t0 = time.perf_counter()
+        t0 = synced_clock(self.device)
         if self.cache is not None:
             x, shape, ratio_pad = self._cached_maps(im_file)
         else:
@@ -115,18 +114,18 @@ class Detector:
             shape = tuple(x.shape[2:])
             if self.extractor is not None:
                 x = {**self.extractor(x), "image": x}
-        t1 = time.perf_counter()
+        t1 = synced_clock(self.device)
         with self.precision.autocast():  # NMS and scaling in fp32
             if self.augment:
                 outputs = to_float(augmented_forward(self.model, self.precision.prepare(x), self.tasks, self.stride))
             else:
                 outputs = to_float(self.model(self.precision.prepare(x)))
-        t2 = time.perf_counter()
+        t2 = synced_clock(self.device)
         if self.classes is not None:
             outputs = {**outputs, self.anchor.key: self.anchor.keep_classes(outputs[self.anchor.key], self.classes)}
         det = postprocess(outputs, self.conf_thres, self.iou_thres, nc=getattr(self.model, "nc", None),
                           agnostic=self.agnostic, max_det=self.max_det, tasks=self.tasks)[0]
-        t3 = time.perf_counter()
+        t3 = synced_clock(self.device)
         self.times["preprocess"] += t1 - t0
         self.times["inference"] += t2 - t1
         self.times["nms"] += t3 - t2

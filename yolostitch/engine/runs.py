@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 import torch
@@ -92,3 +93,11 @@ def select_device(device: str | torch.device = "", local_rank: int | None = None
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     return chosen
+
+
+def synced_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device's queued work is done: CUDA kernels run asynchronously, so without
+    the synchronisation a timing would measure the launch and the compute would show up under the next step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

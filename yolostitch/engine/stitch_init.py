@@ -77,9 +77,9 @@ def _fit_one(layer: FeatureInput, pairs: list[tuple[torch.Tensor, torch.Tensor]]
             raise ConfigError(f"stitch initialisation: {layer.name} gives {c_out} channels at "
                               f"{tuple(prepared.shape[2:])}, the image model's layer gives {tuple(y.shape[1:])}")
         z = silu_inverse(y) if act else y
-        xm = torch.cat([prepared.permute(0, 2, 3, 1).reshape(-1, c_in), torch.ones(prepared[:, :1].numel(), 1)], 1)
-        zm = z.permute(0, 2, 3, 1).reshape(-1, c_out)
-        xm, zm = xm.double(), zm.double()
+        xm = prepared.permute(0, 2, 3, 1).reshape(-1, c_in).double().cpu()  # the sums are kept on the CPU in float64
+        xm = torch.cat([xm, torch.ones(len(xm), 1, dtype=xm.dtype)], 1)
+        zm = z.permute(0, 2, 3, 1).reshape(-1, c_out).double().cpu()
         xtx += xm.T @ xm
         xtz += xm.T @ zm
         z_sum += zm.sum(0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 from dataclasses import asdict, dataclass, field
@@ -143,7 +144,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         increment_path(Path(opt.project) / opt.name, opt.exist_ok) if main else None)
     if main:
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    _seed_everything(opt.seed + distributed.rank())  # augmentations differ per process; rank 0 = a single process
+    _seed_everything(opt.seed + distributed.rank(), device)  # augmentations differ per process; rank 0 = a single process
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
     if opt.features and opt.extractor:
         raise FlagError("--features and --extractor: give one (a cache, or an extractor to run online)")
@@ -382,10 +383,17 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
 # --- pieces ---------------------------------------------------------------------------------------------------
 
 
-def _seed_everything(seed: int) -> None:
+def _seed_everything(seed: int, device: torch.device) -> None:
+    """Seeds every generator; on CUDA also asks for deterministic kernels, as stock's ``init_seeds`` does (the
+    target assignment writes overlapping cells, which CUDA would otherwise resolve in any order). On CPUs the
+    kernels used are deterministic already, so nothing is changed there."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, where an op has no such kernel
+        torch.backends.cudnn.deterministic = True
 
 
 def _build(opt: TrainOptions, data, ckpt: dict | None, contract: dict | None = None) -> nn.Module:

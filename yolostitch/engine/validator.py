@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -29,7 +28,7 @@ from .precision import Precision, precision_for, to_float
 from ..errors import FlagError
 from .postprocess import xywh2xyxy
 from .predict import postprocess
-from .runs import increment_path, select_device
+from .runs import increment_path, select_device, synced_clock
 from .tta import augmented_forward, check_augment, refuse_feature_model
 
 
@@ -85,17 +84,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, c
     meters = {key: m for key, m in meters.items() if m is not None}
     seen, times = 0, {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
     for batch in loader:
-        t0 = time.perf_counter()
+        t0 = synced_clock(device)
         x = model_input(batch, device, extractor)
-        t1 = time.perf_counter()
+        t1 = synced_clock(device)
         with policy.autocast():
             if augment:
                 outputs = to_float(augmented_forward(model, policy.prepare(x), tasks, int(model.stride.max())))
             else:
                 outputs = to_float(model(policy.prepare(x)))
-        t2 = time.perf_counter()
+        t2 = synced_clock(device)
         dets = postprocess(outputs, conf_thres, iou_thres, nc=model.nc, multi_label=True, max_det=max_det, tasks=tasks)
-        t3 = time.perf_counter()
+        t3 = synced_clock(device)
         times["preprocess"] += t1 - t0
         times["inference"] += t2 - t1
         times["nms"] += t3 - t2

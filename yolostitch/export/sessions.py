@@ -1,8 +1,8 @@
 """Opening a file written by ``export.py`` for inference: its metadata (read as JSON, nothing else run) and
 a runner that takes positional tensors and returns the graph's outputs as tensors.
 
-ONNX files run in onnxruntime (CPU), or with ``--dnn`` in OpenCV's DNN module; the metadata comes from the
-model's ``metadata_props``.
+ONNX files run in onnxruntime (on a CUDA ``--device`` with its CUDA provider when installed, else on the
+CPU), or with ``--dnn`` in OpenCV's DNN module; the metadata comes from the model's ``metadata_props``.
 TorchScript files run in PyTorch on the requested device; the metadata is read from the archive's
 ``extra/config.json`` with :mod:`zipfile` before anything is loaded, so a file not written by yolostitch is
 refused before its graph is.
@@ -36,15 +36,18 @@ def onnx_runtime() -> Any:
 
 
 class OnnxRunner:
-    """An onnxruntime CPU session; ``runner(tensors)`` -> output tensors (CPU, fp32)."""
+    """An onnxruntime session; ``runner(tensors)`` -> output tensors (CPU, fp32)."""
 
     format = "onnx"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, device: torch.device | None = None):
         ort = onnx_runtime()
+        providers = ["CPUExecutionProvider"]
+        if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         try:
             with quiet():
-                self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as e:  # noqa: BLE001  (onnxruntime raises its own types for unreadable files)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(f"{path}: not an ONNX model onnxruntime can load ({first})") from None
@@ -152,7 +155,7 @@ def open_runner(path: Path, device: torch.device, dnn: bool = False
     onnx_file = path.suffix.lower() == ".onnx"
     if not onnx_file:
         refuse_dnn(path, dnn)
-    runner = (OpenCVRunner(path) if dnn else OnnxRunner(path)) if onnx_file else TorchScriptRunner(path, device)
+    runner = (OpenCVRunner(path) if dnn else OnnxRunner(path, device)) if onnx_file else TorchScriptRunner(path, device)
     meta = runner.metadata
     if runner.input_names != meta["inputs"] or runner.output_names != meta["outputs"]:
         raise WeightsError(f"{path}: its graph has inputs {runner.input_names} and outputs {runner.output_names}, "

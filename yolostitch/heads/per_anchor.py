@@ -61,9 +61,10 @@ class PerAnchorHead(nn.Module):
             self._cells = [torch.empty(0)] * self.nl
         cells = self._cells[level]
         if cells.shape[2:4] != (ny, nx) or cells.device != p.device or cells.dtype != p.dtype or torch.jit.is_tracing():
-            y, x = torch.meshgrid(torch.arange(ny, device=p.device, dtype=p.dtype),
-                                  torch.arange(nx, device=p.device, dtype=p.dtype), indexing="ij")
-            cells = torch.stack((x, y), -1).view(1, 1, ny, nx, 2)
+            # counted from a ones_like of the map, not torch.arange(device=...): a traced graph would record the
+            # export device as a constant, and a TorchScript file exported on the CPU would then fail on a GPU
+            ones = torch.ones_like(p[0, 0, :, :, 0])
+            cells = torch.stack((ones.cumsum(1) - 1, ones.cumsum(0) - 1), -1).view(1, 1, ny, nx, 2)
             self._cells[level] = cells
         return cells
 
