@@ -136,7 +136,7 @@ def test_flips_only_with_flipped_maps(dataset, tmp_path):
 def test_stale_and_missing_images_are_skipped_with_a_report(dataset, tmp_path, caplog):
     write(dataset, tmp_path / "cache", splits=["train"])
     cache = FeatureCache(tmp_path / "cache")
-    labels = scan_split([dataset.parent / "images" / "train", dataset.parent / "images" / "val"], 5, None).labels
+    labels = scan_split([dataset.parent / "images" / "train", dataset.parent / "images" / "val"], 5, [5, 3]).labels
     changed = Path(labels[0].im_file)
     changed.write_bytes(changed.read_bytes() + b"\0")
     feats = FeatureDataset(labels, cache)

@@ -109,7 +109,7 @@ def test_bad_weights_files_are_named(tmp_path):
                                          r"missing \['fc.bias'\], unexpected \['extra.weight'\]"):
         build_extractor("torchvision:resnet18", weights=tmp_path / "misfit.pt", imgsz=64)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt: not a readable weights file"):
+    with pytest.raises(ValueError, match="junk.pt: not a PyTorch state-dict file torch can read safely"):
         build_extractor("torchvision:resnet18", weights=tmp_path / "junk.pt", imgsz=64)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         build_extractor("torchvision:resnet18", weights=tmp_path / "nope.pt", imgsz=64)
@@ -267,3 +267,16 @@ def test_forward_checks_images(resnet18):
     assert resnet18.to("cpu") is resnet18
     moved = build_extractor("torchvision:resnet18:layer1", imgsz=64, device=torch.device("cpu"))
     assert moved.mean.device.type == "cpu"
+
+
+@pytest.mark.parametrize("content, cause", [(bytes(range(256)) * 4, "Unsupported operand"),
+                                            (b"", "the file is empty or cut short")])
+def test_unreadable_extractor_weights_never_advise_loading_unsafely(tmp_path, content, cause):
+    from yolostitch.extract import read_state_dict
+
+    path = tmp_path / "rand.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^{path}: not a PyTorch state-dict file torch can read safely "
+                                         rf"\(weights_only\): {cause}") as info:
+        read_state_dict(path, "torchvision:resnet18")
+    assert "Re-running" not in str(info.value) and "set to `False`" not in str(info.value)

@@ -96,10 +96,11 @@ def test_branch_without_detect_is_refused():
         build_model(_config([[[2, 3], 1, "Keypoints", ["anchors", "kpt_shape"]]], kpt_shape=[3, 3]))
 
 
-@pytest.mark.parametrize("shape", [[3, 4], [0, 3], "x"])
-def test_bad_kpt_shape_is_refused(shape):
+@pytest.mark.parametrize("shape, message", [([3, 4], "kpt_shape must be"), ([0, 3], "kpt_shape must be"),
+                                            ("x", "argument 'x' is not allowed as Keypoints's argument 1")])
+def test_bad_kpt_shape_is_refused(shape, message):
     rows = [[[2, 3], 1, "Detect", ["nc", "anchors"]], [[2, 3], 1, "Keypoints", ["anchors", shape]]]
-    with pytest.raises(ConfigError, match="kpt_shape must be"):
+    with pytest.raises(ConfigError, match=message):
         build_model(_config(rows))
 
 

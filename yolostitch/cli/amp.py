@@ -1,6 +1,6 @@
 """Flags shared by several commands: ``--amp`` (train, val, detect, compare; the policy is
-``engine.precision``), ``--extractor`` and ``--dnn`` (val, detect) and the one-or-two-value ``--imgsz``
-(detect, export).
+``engine.precision``), ``--extractor`` and ``--dnn`` (val, detect), the one-or-two-value ``--imgsz``
+(detect, export) and integer flags with a lower bound (:func:`int_at_least`).
 No torch import, so building the parser stays fast."""
 
 from __future__ import annotations
@@ -8,6 +8,20 @@ from __future__ import annotations
 import argparse
 
 AMP_CHOICES = ("auto", "off")  # engine.precision.AMP_MODES (a test keeps them equal)
+
+
+def int_at_least(minimum: int, also: tuple[int, ...] = ()):
+    """An argparse ``type``: an integer >= ``minimum`` (or one of ``also``); anything else is a one-line usage
+    error naming the flag, instead of a failure deep inside training."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum and value not in also:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def add_amp_argument(p: argparse.ArgumentParser) -> None:

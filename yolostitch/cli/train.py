@@ -7,8 +7,9 @@ gloo); ``--batch-size`` is then the total over the N processes.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from .amp import add_amp_argument
+from .amp import add_amp_argument, int_at_least
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,11 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-class-transfer", dest="class_transfer", action="store_false",
                    help="--weights: do not copy the Detect class rows of the data's classes that the checkpoint "
                         "also names (matched case-insensitively, e.g. 'person' from a COCO model); they start fresh")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16, help="total batch size (over all torchrun processes)")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--epochs", type=int_at_least(1), default=100)
+    p.add_argument("--batch-size", type=int_at_least(1, also=(-1,)), default=16,
+                   help="total batch size (over all torchrun processes); -1: stock's AutoBatch, not implemented: 16")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int_at_least(1), default=640)
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--workers", type=int_at_least(0), default=8)
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
@@ -83,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.trainer import TrainOptions, train
 
+    if args.batch_size == -1:  # stock: AutoBatch on CUDA, 16 on a CPU
+        print("WARNING: --batch-size -1 (stock's AutoBatch) is not implemented here: using 16", file=sys.stderr)
+        args.batch_size = 16
     freeze = list(range(args.freeze[0])) if len(args.freeze) == 1 else args.freeze
     options = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
     if args.evolve:

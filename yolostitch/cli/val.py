@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import add_amp_argument, add_dnn_argument, add_extractor_arguments, add_half_argument, check_half
+from .amp import (add_amp_argument, add_dnn_argument, add_extractor_arguments, add_half_argument, check_half,
+                  int_at_least)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="a yolostitch checkpoint, a stock YOLOv5 .pt, or an .onnx / "
                    ".torchscript written by export.py")
     p.add_argument("--data", default="shapes.yaml", help="data YAML")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--imgsz", "--img", "--img-size", type=int_at_least(1), default=640, help="inference size (pixels)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
     p.add_argument("--conf-thres", type=float, default=0.001)
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--max-det", type=int_at_least(1), default=300)
     p.add_argument("--task", default="val", choices=["train", "val", "test"])
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1 or cpu")
-    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--workers", type=int_at_least(0), default=8)
     p.add_argument("--save-json", action="store_true", help="also write COCO-format predictions.json")
     p.add_argument("--save-txt", action="store_true", help="save each image's predictions to <run>/labels/*.txt "
                    "(detect.py --save-txt's lines)")

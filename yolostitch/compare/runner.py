@@ -221,7 +221,7 @@ def _check_feature_cache(features: str, data) -> None:
     from ..data.feature_cache import FeatureCache, FeatureCacheError
 
     cache = FeatureCache(features)
-    labels = scan_split(data.splits["train"], data.nc, data.kpt_shape).labels
+    labels = scan_split(data.split("train", "to train on"), data.nc, data.kpt_shape).labels
     kept, _, skipped = cache.select(labels)
     if not kept:
         raise FeatureCacheError(f"{cache.root}: none of the {len(labels)} training images of {data.source} has "
@@ -285,7 +285,7 @@ def _has_keypoints(cfg: str) -> bool:
 
 
 def _latency_files(data, n: int) -> list[str]:
-    split = data.splits.get("val") or data.splits["train"]
+    split = data.val_sources()
     labels = sorted(scan_split(split, data.nc, data.kpt_shape).labels, key=lambda lab: lab.im_file)
     if not labels:
         raise DataError(f"{data.source}: no usable images in the val split to time inference on")

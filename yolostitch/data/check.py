@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import DataConfig, load_data_config
-from .scan import SplitScan, scan_split
+from .config import REQUIRED_SPLITS, DataConfig, load_data_config
+from .scan import SplitScan, require_images, scan_split, skipped_line
 
 
 def scan_dataset(config: DataConfig, cache: bool = True) -> dict[str, SplitScan]:
@@ -15,7 +15,11 @@ def scan_dataset(config: DataConfig, cache: bool = True) -> dict[str, SplitScan]
 
 
 def check_data(data: str | Path | dict[str, Any], cache: bool = True, out: TextIO | None = None) -> dict:
-    """Scan a dataset, print a human summary to ``out`` (if given), return the totals over unique images."""
+    """Scan a dataset, print a human summary to ``out`` (if given), return the totals over unique images.
+
+    A 'train' or 'val' split without a usable image raises a :class:`~yolostitch.errors.DataError` once the
+    summary (with what was skipped) is printed; an empty 'test' split only shows as 0 images, as training
+    does not use it."""
     config = load_data_config(data)
     scans = scan_dataset(config, cache)
     total = SplitScan()
@@ -34,8 +38,11 @@ def check_data(data: str | Path | dict[str, Any], cache: bool = True, out: TextI
     summary = total.summary(config.names)
     if out is not None:
         print(f"dataset {config.source} (root {config.root}), {config.nc} classes", file=out)
-        for p in summary["skipped"]:
-            print(f"  skipped {p['file']}: {p['reason']}", file=out)
+        for p in total.problems:
+            print(f"  {skipped_line(p)}", file=out)
         classes = ", ".join(f"{k} {v}" for k, v in summary["classes"].items())
         print(f"  instances per class: {classes or 'none'}", file=out)
+    for split in REQUIRED_SPLITS:
+        if split in scans:
+            require_images(config, split, config.splits[split], scans[split])
     return summary

@@ -78,7 +78,7 @@ def read_coco(json_path: str | Path, images_dir: str | Path | None = None,
         root = getattr(json_path, "root", None)
     path = Path(json_path)
     file = str(path)
-    data = json.loads(path.read_bytes())
+    data = _parse_json(path.read_bytes(), file)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{file}: not a COCO annotation file (expected an object with an 'images' list)")
     problems: list[Problem] = []
@@ -145,9 +145,22 @@ def coco_categories(json_path: str | Path) -> Any:
     return _categories(str(json_path), stat.st_mtime_ns, stat.st_size)
 
 
+def _parse_json(data: bytes | str, file: str) -> Any:
+    """``json.loads``, with a :class:`DataError` naming the file when it is not UTF-8 text or not JSON."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise DataError(f"{file}: not UTF-8 text (expected a COCO .json)") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{file}: not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
+
+
 @functools.lru_cache(maxsize=16)
 def _categories(json_path: str, mtime_ns: int, size: int) -> Any:
-    text = Path(json_path).read_text(encoding="utf-8")
+    try:
+        text = Path(json_path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{json_path}: not UTF-8 text (expected a COCO .json)") from None
     starts = [m.end() - 1 for m in re.finditer(r'"categories"\s*:\s*\[', text)]
     categories = None
     if len(starts) == 1:  # a single key can only be the top-level one (keys inside strings are escaped)
@@ -156,7 +169,7 @@ def _categories(json_path: str, mtime_ns: int, size: int) -> Any:
         except json.JSONDecodeError:
             pass
     if categories is None:
-        data = json.loads(text)
+        data = _parse_json(text, json_path)
         categories = data.get("categories") if isinstance(data, dict) else None
     return categories
 

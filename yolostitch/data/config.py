@@ -64,6 +64,21 @@ class DataConfig:
     def nc(self) -> int:
         return len(self.names)
 
+    def split(self, name: str, purpose: str = "") -> list[Path]:
+        """The sources of split ``name``; a :class:`DataConfigError` naming the YAML if it has none (a YAML may
+        leave out 'train' or 'val', e.g. one only validated on; ``purpose`` says what needs it)."""
+        if name not in self.splits:
+            raise DataConfigError(f"{self.source}: no '{name}' split (it has {sorted(self.splits)})"
+                                  + (f", needed {purpose}" if purpose else ""))
+        return self.splits[name]
+
+    def val_sources(self) -> list[Path]:
+        """What training validates on: the 'val' split, else (saying so) the 'train' split, as stock YOLOv5."""
+        if "val" in self.splits:
+            return self.splits["val"]
+        logger.info("%s has no 'val' split: validating on the 'train' split", self.source)
+        return self.split("train", "to validate on when there is no 'val' split")
+
     def single_class(self) -> DataConfig:
         """Stock's ``--single-cls``: every instance is class 0, named ``item`` (a one-class dataset keeps its
         name); the label files are still checked against the data's own class count."""
@@ -95,7 +110,10 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
         raw, source, base = dict(data), "<dict>", Path.cwd()
     else:
         path = find_data_yaml(data)
-        raw = read_yaml_mapping(path, DataConfigError, "data config")
+        try:
+            raw = read_yaml_mapping(path, DataConfigError, "data config")
+        except UnicodeDecodeError:
+            raise DataConfigError(f"{path}: not UTF-8 text (expected a data YAML)") from None
         # built-in YAMLs use stock's convention: relative paths start at the project root (the current
         # directory when yolostitch is installed rather than checked out)
         source = str(path)
@@ -186,6 +204,8 @@ def _names_from_coco(splits: dict[str, list[Path]], raw: dict[str, Any], source:
             continue  # a missing test split (already logged)
         try:
             names = coco_names(p)
+        except DataError:
+            raise  # names the JSON and its fault
         except (OSError, ValueError) as e:
             raise DataConfigError(f"{source}: no 'names', and the categories of {p} cannot be read: {e}") from None
         if not names:

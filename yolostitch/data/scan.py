@@ -1,33 +1,41 @@
 """Scan a dataset split: find images, verify them, read their labels, report everything skipped.
 
-The same scan feeds training and ``yolostitch check-data``. Nothing in a dataset stops a run: a corrupt
-image, a malformed line or a label file without an image is reported (:class:`Problem`) and skipped, and all
-else is kept. Results are cached beside the labels, keyed on every file's path, size and modification time,
-so a changed file triggers a rescan.
+The same scan feeds training, ``val.py`` and ``yolostitch check-data``, which all report what it skipped as
+``skipped <file>: <reason>`` lines (:func:`skipped_line`). Nothing in a dataset stops a run: a corrupt image, a
+malformed line or a label file without an image is reported (:class:`Problem`) and skipped, and all else is
+kept. An image whose label file has text but no usable line is skipped too (as stock YOLOv5 does), not read as a
+background; an empty label file, or none, is a background. Only a split left with no usable image at all is an
+error (:func:`require_images`). Results are cached beside the labels, keyed on every file's path, size and
+modification time, so a changed file triggers a rescan.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError
 from .labels import ImageLabels, Problem, empty_labels, labels_from_lines, parse_label_text
 
 if TYPE_CHECKING:
     from .config import DataConfig
 
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".pfm"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: label files without a usable line skip their image; truthful reasons for non-images
 _EXIF_ORIENTATION = 274
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +58,32 @@ class SplitScan:
             "skipped": [p.as_dict() for p in self.problems],
             "classes": {(names or {}).get(c, str(c)): n for c, n in sorted(classes.items())},
         }
+
+
+def skipped_line(problem: Problem) -> str:
+    """The one line that reports a skipped file, the same in train.py, val.py and check-data."""
+    return f"skipped {problem.file}: {problem.reason}"
+
+
+def report_skipped(problems: Iterable[Problem]) -> None:
+    """Log each problem as a :func:`skipped_line` (INFO: on stdout under the command line)."""
+    for p in problems:
+        logger.info(skipped_line(p))
+
+
+def require_images(data: DataConfig, split: str, sources: Sequence[Path], scan: SplitScan) -> None:
+    """Raise a :class:`~yolostitch.errors.DataError` if the split has no usable image: training on it would
+    end in a sampler error and validating on it would print zeros."""
+    if scan.labels:
+        return
+    where = ", ".join(map(str, sources))
+    if scan.problems:
+        first = scan.problems[0]
+        detail = (f"{len(scan.problems)} problem{'s' * (len(scan.problems) > 1)} reported, e.g. "
+                  f"{first.file}: {first.reason}")
+    else:
+        detail = "no image files (.jpg, .png, ...) found"
+    raise DataError(f"{data.source}: '{split}' ({where}) holds no readable images ({detail})")
 
 
 def label_path(image: Path) -> Path:
@@ -88,7 +122,11 @@ def _list_images(source: Path) -> tuple[list[Path], list[Problem]]:
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), []
     if source.is_file() and source.suffix == ".txt":
         images, problems = [], []
-        for line in source.read_text(encoding="utf-8").splitlines():
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            return [], [Problem(str(source), "not UTF-8 text (expected a list of image paths, one a line); skipped")]
+        for line in text.splitlines():
             if line.strip():
                 p = Path(line.strip())
                 p = p if p.is_absolute() else (source.parent / p)
@@ -134,24 +172,68 @@ def _scan_one(image: Path, label_file: Path, nc: int | None, kpt_shape: Sequence
               ) -> tuple[ImageLabels | None, list[Problem]]:
     try:
         shape = verify_image(image)
+    except NotAnImage as e:
+        return None, [Problem(str(image), f"{e}; skipped")]
     except Exception as e:  # any decoder error is a corrupt image
         return None, [Problem(str(image), f"unreadable image ({e}); skipped")]
     if not label_file.is_file():
         return empty_labels(str(image), shape, kpt_shape), []
     try:
         text = label_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return empty_labels(str(image), shape, kpt_shape), [Problem(str(label_file), f"unreadable ({e}); "
-                                                                                     "image kept as background")]
+    except UnicodeDecodeError:
+        return None, [Problem(str(label_file), "not UTF-8 text (expected YOLO label lines); image skipped")]
+    except OSError as e:
+        return None, [Problem(str(label_file), f"unreadable ({e}); image skipped")]
     lines, problems = parse_label_text(text, str(label_file), nc, kpt_shape)
+    if problems and not lines:  # labelled objects that cannot be read: not a picture of nothing
+        first = problems[0].reason.removesuffix("; line skipped")
+        more = f"; {len(problems) - 1} more bad line{'s' * (len(problems) > 2)}" if len(problems) > 1 else ""
+        return None, [Problem(str(label_file), f"no valid label line ({first}{more}); image skipped")]
     return labels_from_lines(str(image), shape, lines, kpt_shape), problems
 
 
+class NotAnImage(ValueError):
+    """A file named as an image that holds no image at all (empty, or in no format Pillow knows)."""
+
+
+def _pillow_open() -> Callable | None:
+    """Pillow's own ``Image.open``, or None if it cannot be found.
+
+    ultralytics replaces ``PIL.Image.open`` with a wrapper that, on a file Pillow cannot identify, calls its
+    ``check_requirements("pi-heif")``: that runs ``pip install pi-heif`` (or ``uv pip install``) when ultralytics
+    believes it is online and then reports the missing module instead of the file's fault. The wrapper keeps
+    the original as ``_image_open``."""
+    opener = Image.open
+    for _ in range(4):  # wrappers of wrappers
+        if getattr(opener, "__module__", None) == Image.__name__:
+            return opener
+        opener = getattr(opener, "__globals__", {}).get("_image_open")
+        if opener is None:
+            break
+    return None
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open an image for :func:`verify_image` without letting a wrapper of ``Image.open`` install anything."""
+    opener = _pillow_open()
+    if opener is None:  # an unknown wrapper: only let files that decode reach it
+        if cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            raise NotAnImage("not an image (cannot identify the image format)")
+        opener = Image.open
+    try:
+        return opener(path)
+    except UnidentifiedImageError:
+        raise NotAnImage("not an image (cannot identify the image format)") from None
+
+
 def verify_image(path: Path) -> tuple[int, int]:
-    """(height, width) as loaders see it (EXIF rotation applied); raises on a corrupt or truncated image."""
-    with Image.open(path) as im:
+    """(height, width) as loaders see it (EXIF rotation applied); raises on a corrupt or truncated image
+    (:class:`NotAnImage` on an empty file or one in no image format)."""
+    if os.path.getsize(path) == 0:
+        raise NotAnImage("empty file (0 bytes)")
+    with _open_image(path) as im:
         im.verify()
-    with Image.open(path) as im:
+    with _open_image(path) as im:
         width, height = im.size
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1) if im.format in ("JPEG", "MPO", "TIFF") else 1
         fmt = im.format
@@ -249,10 +331,19 @@ def load_cache(path: Path, key: str) -> SplitScan | None:
     return scan
 
 
-def scan_data_split(data: DataConfig, sources: Sequence[Path], cache: bool = True) -> SplitScan:
+def scan_data_split(data: DataConfig, sources: Sequence[Path], cache: bool = True, split: str | None = None
+                    ) -> SplitScan:
     """:func:`scan_split` for a :class:`~.config.DataConfig`; under ``--single-cls`` (``data.label_nc`` set)
-    the labels are checked against the data's own classes, then every instance becomes class 0."""
+    the labels are checked against the data's own classes, then every instance becomes class 0.
+
+    A split with no usable image is a :class:`~yolostitch.errors.DataError` (its problems reported first);
+    ``split`` names it in that message (default: the data's split whose source list this is)."""
     result = scan_split(sources, data.label_nc or data.nc, data.kpt_shape, cache=cache)
+    if not result.labels:
+        report_skipped(result.problems)
+        name = split or next((k for k, v in data.splits.items() if v is sources), None) or next(
+            (k for k, v in data.splits.items() if list(v) == list(sources)), "?")
+        require_images(data, name, sources, result)
     if data.label_nc:
         result.labels = [replace(lab, cls=np.zeros_like(lab.cls)) for lab in result.labels]
     return result

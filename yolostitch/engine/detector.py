@@ -18,7 +18,6 @@ A result is a plain dict of CPU tensors in original-image pixels::
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -35,6 +34,7 @@ from ..ops.letterbox import letterbox
 from ..tasks import CLASS_FIELD, tasks_of
 from .annotate import draw
 from .crops import save_crops
+from .inputs import stride_shape
 from .label_files import label_lines
 from .precision import precision_for, to_float
 from .predict import postprocess
@@ -158,20 +158,6 @@ def _skeleton_of(model: nn.Module) -> list[tuple[int, int]] | None:
         return [(int(a), int(b)) for a, b in pairs] if pairs else None
     except (TypeError, ValueError):
         return None
-
-
-def stride_shape(imgsz: int | Sequence[int], stride: int) -> tuple[int, int]:
-    """``--imgsz`` (one size or height, width) as (h, w), each rounded up to a multiple of ``stride`` with a
-    warning, as stock's check_img_size."""
-    wanted = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
-    if len(wanted) != 2 or min(wanted) < 1:
-        raise FlagError(f"--imgsz takes one positive size or two (height width), got {imgsz}")
-    shape = tuple(math.ceil(v / stride) * stride for v in wanted)
-    if shape != wanted:
-        given = " ".join(str(v) for v in ([imgsz] if isinstance(imgsz, int) else wanted))
-        print(f"WARNING: --imgsz {given} must be a multiple of the max stride {stride}, using "
-              f"{' '.join(str(v) for v in (shape[:1] if isinstance(imgsz, int) else shape))}", file=sys.stderr)
-    return shape
 
 
 # -------------------------------------------------------------------------------------------------- runs

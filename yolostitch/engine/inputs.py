@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import FlagError
+
+logger = logging.getLogger(__name__)
 
 Extractor = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
@@ -42,3 +47,17 @@ def multi_scale(images: torch.Tensor, imgsz: int, stride: int) -> torch.Tensor:
         return images
     shape = [math.ceil(side * factor / stride) * stride for side in images.shape[2:]]
     return F.interpolate(images, size=shape, mode="bilinear", align_corners=False)
+
+
+def stride_shape(imgsz: int | Sequence[int], stride: int) -> tuple[int, int]:
+    """``--imgsz`` (one size or height, width) as (h, w), each rounded up to a multiple of ``stride`` with a
+    warning, as stock's check_img_size."""
+    wanted = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(v) for v in imgsz)
+    if len(wanted) != 2 or min(wanted) < 1:
+        raise FlagError(f"--imgsz takes one positive size or two (height width), got {imgsz}")
+    shape = tuple(math.ceil(v / stride) * stride for v in wanted)
+    if shape != wanted:
+        given = " ".join(str(v) for v in ([imgsz] if isinstance(imgsz, int) else wanted))
+        logger.warning("WARNING: --imgsz %s must be a multiple of the max stride %d, using %s", given, stride,
+                       " ".join(str(v) for v in (shape[:1] if isinstance(imgsz, int) else shape)))
+    return shape

@@ -21,6 +21,9 @@ from .features import recorded_extractor_spec
 def run_folder(last: str | Path) -> Path:
     """The run folder of the checkpoint ``last`` (``RUN/weights/last.pt`` -> ``RUN``): where a resumed run writes."""
     last = Path(last)
+    if not last.is_file():
+        raise FlagError(f"--resume {last}: no such file (give a run's RUN/weights/last.pt, or --resume alone for "
+                        "the most recent run)")
     if last.parent.name != "weights":
         raise FlagError(f"--resume {last}: expected a checkpoint in a run's weights folder (RUN/weights/last.pt), "
                         f"the run then goes on in RUN; this one is in {last.parent}")

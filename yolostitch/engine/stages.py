@@ -43,6 +43,9 @@ def parse_stages(spec: str | list | None, parts: list[str]) -> list[Stage]:
         for chunk in spec.split(","):
             names, _, epochs = chunk.strip().partition(":")
             train = "all" if names == "all" else names.split("+")
+            if epochs and not (epochs.strip().isdigit() and int(epochs) > 0):
+                raise FlagError(f"--stages {chunk.strip()!r}: the epochs after ':' must be a positive integer, "
+                                f"got {epochs!r} (e.g. \"det:3,all\")")
             items.append({"train": train, "epochs": int(epochs) if epochs else None})
         spec = items
     stages = [Stage(train=s.get("train", "all"), epochs=s.get("epochs"), lr_scale=dict(s.get("lr_scale") or {}))

@@ -7,15 +7,18 @@ with DistributedDataParallel (see :mod:`.distributed`).
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import math
 import os
 import random
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ from ..data.config import data_yaml_dirs, load_data_config
 from ..data.dataset import MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
 from ..data.quad import LOSS_SCALE as QUAD_LOSS_SCALE, quad_collate
-from ..data.scan import scan_data_split
+from ..data.scan import report_skipped, scan_data_split
 from ..data.shared_batches import training_loader
 from ..errors import ConfigError, FlagError
 from ..losses import ComputeLoss
@@ -45,7 +48,7 @@ from ..yaml_io import read_yaml_mapping
 from . import distributed
 from .features import build_online_extractor, feature_record
 from .image_weights import ImageWeightSampler, per_class_maps
-from .inputs import model_input, multi_scale
+from .inputs import stride_shape, model_input, multi_scale
 from .resume import read_training_checkpoint, recorded_hash, resume_options, run_folder
 from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
@@ -53,7 +56,7 @@ from .stitch_init import fit_adapters
 from .autoanchor import check_anchors
 from .tensorboard_log import TensorBoardLog
 from .validator import dataset_options, evaluate, feature_val_loader, fitness, flat_metrics, summary_line, val_loader
-from ..tasks import required_hyp, tasks_of
+from ..tasks import required_hyp, task_hyp_keys, tasks_of
 from .. import plugins
 
 NBS = 64  # stock's nominal batch size: gradients accumulate up to it, weight decay scales with it (hyp `nbs`)
@@ -114,7 +117,25 @@ def load_hyp(hyp: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_HYP if k not in values]
     if missing:
         raise ConfigError(f"{path}: missing hyperparameters {missing}")
+    known = set(REQUIRED_HYP) | set(task_hyp_keys()) | set(_shipped_hyp_keys()) | {"stages", "nbs", "warmup_min_iters"}
+    for key, value in values.items():
+        numeric = key in known and key not in ("stages", "balance") or key.startswith("w_")
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{path}: {key} must be a number, got {value!r}")
+        if key not in known and not key.startswith("w_"):
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            print(f"WARNING: {path}: {key!r} is not a hyperparameter yolostitch reads, ignored"
+                  + (f" (did you mean {close[0]!r}?)" if close else ""), file=sys.stderr)
     return values
+
+
+def _shipped_hyp_keys() -> list[str]:
+    """Every key of the hyperparameter files shipped in data/hyps: what the code reads, spelled as stock does."""
+    keys: list[str] = []
+    for folder in data_yaml_dirs():
+        for path in sorted((folder / "hyps").glob("*.yaml")):
+            keys += list(read_yaml_mapping(path, ConfigError, "hyperparameter file"))
+    return keys
 
 
 def train(opt: TrainOptions) -> dict[str, Any]:
@@ -127,22 +148,41 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         ckpt = None
         if opt.resume:
             ckpt, opt = _resume_state(opt)
-        with distributed.process_group(opt.device) as device:
-            return _train(opt, ckpt, device)
+        with distributed.process_group(opt.device) as device, _removed_if_failed() as new_folders:
+            return _train(opt, ckpt, device, new_folders)
 
 
-def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[str, Any]:
+@contextlib.contextmanager
+def _removed_if_failed() -> Iterator[list[Path]]:
+    """Yields a list for the run folders a training creates; if the training fails, those holding no checkpoint
+    yet (only opt.yaml, hyp.yaml, label plots) are removed, so a mistake in a flag or file leaves no empty run
+    behind and the next run keeps its name. Folders that existed before (--exist-ok) are never touched."""
+    created: list[Path] = []
+    try:
+        yield created
+    except BaseException:
+        for folder in created:
+            if folder.is_dir() and not any(folder.rglob("*.pt")):
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device, new_folders: list[Path]) -> dict[str, Any]:
     main, world = distributed.is_main(), distributed.world_size()
     batch_size = distributed.per_process_batch(opt.batch_size)  # this process's share of --batch-size
     sync_bn = distributed.check_sync_bn(opt.sync_bn, device)
     precision = precision_for(opt.amp, device)  # --amp: the forwards' autocast; loss, EMA, weights stay fp32
     with distributed.main_first():  # before the run folder: a bad data YAML leaves none behind; generated once
         data = load_data_config(opt.data)
+        data.split("train", "to train on")  # before the run folder is made
     if opt.single_cls:
         data = data.single_class()
+    reused = bool(ckpt) or opt.exist_ok and (Path(opt.project) / opt.name).exists()
     save_dir = run_folder(opt.resume) if ckpt else distributed.broadcast_object(  # resume: where last.pt is
         increment_path(Path(opt.project) / opt.name, opt.exist_ok) if main else None)
     if main:
+        if not reused:
+            new_folders.append(save_dir)
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
     _seed_everything(opt.seed + distributed.rank(), device)  # augmentations differ per process; rank 0 = a single process
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
@@ -173,6 +213,8 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
         if opt.imgsz not in (imgsz, TrainOptions.imgsz):
             print(f"--imgsz {opt.imgsz}: the cache was extracted at {imgsz}; training at {imgsz}")
     model = _build(opt, data, ckpt, contract).to(device)
+    if cache is None:  # stock's check_img_size: a multiple of the largest stride (at least 32), with a warning
+        imgsz = stride_shape(imgsz, max(int(model.stride.max()), 32))[0]
     if model.feature_inputs and contract is None:
         raise FlagError(f"{opt.cfg} takes feature maps {list(model.feature_contract())}: pass --features DIR (a "
                         "cache made by extract.py) or --extractor SPEC")
@@ -180,18 +222,21 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     for task in tasks:
         task.check_data(data, opt.cfg)
     model.names, model.hyp = dict(data.names), hyp
-    bad = [i for i in opt.freeze if not 0 <= i < len(model.model)]
+    layers = len(model.model)
+    bad = [i for i in opt.freeze if not 0 <= i < layers]
+    if bad and opt.freeze == list(range(len(opt.freeze))):  # --freeze N: the first N layers
+        raise FlagError(f"--freeze {len(opt.freeze)}: the first {len(opt.freeze)} layers, but the model has "
+                        f"{layers} (0..{layers - 1})")
     if bad:
-        raise FlagError(f"--freeze {bad}: the model has layers 0..{len(model.model) - 1}")
+        raise FlagError(f"--freeze {bad}: the model has layers 0..{layers - 1}")
     stages = parse_stages(opt.stages or hyp.get("stages"), list(model.parts()))
     if main:
         (save_dir / "opt.yaml").write_text(yaml.safe_dump(asdict(opt), sort_keys=False))
         (save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
 
     with distributed.main_first():  # rank 0 writes the label cache, the others read it
-        train_scan = scan_data_split(data, data.splits["train"])
-    for p in train_scan.problems:
-        print(f"skipped {p.file}: {p.reason}")
+        train_scan = scan_data_split(data, data.split("train", "to train on"))
+    report_skipped(train_scan.problems)
     plots = main and not opt.noplots  # rank 0 draws, unless told not to
     if not ckpt and plots:
         plot_label_statistics(train_scan.labels, data.names, save_dir / "labels.jpg")
@@ -230,7 +275,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device) -> dict[s
     loader = training_loader(dataset, batch_size, workers, shuffle=not opt.rect, sampler=sampler, generator=generator,
                              worker_init_fn=worker_init, borrow=True,  # a step is done with its batch
                              collate_fn=quad_collate if opt.quad else collate)
-    val_split = data.splits.get("val") or data.splits["train"]
+    val_split = data.val_sources()
     with distributed.main_first():
         val_labels = scan_data_split(data, val_split).labels
     if cache is not None:

@@ -13,14 +13,14 @@ from torch.utils.data import DataLoader
 from ..data.config import load_data_config
 from ..data.dataset import InstanceField, MultiTaskDataset, collate, loader_workers, worker_init
 from ..data.feature_cache import FeatureCache, FeatureDataset
-from ..data.scan import scan_data_split
+from ..data.scan import report_skipped, scan_data_split
 from ..weights import load_model
 from ..tasks import CLASS_FIELD, TASKS, ImageTruth, anchor_of, tasks_of
 from ..tasks.registry import registered
 from ..export.runtime import is_exported, load_exported
 from ..export.sessions import refuse_dnn
 from .features import Extractor, feature_source
-from .inputs import input_size, model_input
+from .inputs import input_size, model_input, stride_shape
 from .label_files import label_lines
 from .coco_records import image_id_of
 from .plots import draw_batch, predictions_as_batch
@@ -176,6 +176,8 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     else:
         refuse_dnn(weights, dnn)
         model = load_model(weights, device=dev)
+    if not features:  # stock's check_img_size (a feature cache brings its own size)
+        imgsz = stride_shape(imgsz, max(int(model.stride.max()), 32))[0]
     config = load_data_config(data)
     if single_cls:
         config = config.single_class()
@@ -191,6 +193,7 @@ def run_val(weights: str | Path, data: str | Path, imgsz: int = 640, batch_size:
     if augment:
         refuse_feature_model(model, weights)
     scan = scan_data_split(config, config.splits[task])
+    report_skipped(scan.problems)
     options = dataset_options(tasks, config)
     cache, extractor = feature_source(model, features, imgsz, dev, extractor, extractor_weights)
     if cache is not None:

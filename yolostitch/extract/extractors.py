@@ -39,6 +39,7 @@ from torch import nn
 from ..errors import FlagError, YolostitchError
 from ..models.feature_input import FeatureContractError
 from ..models.shape import Shape
+from ..weights.stock_checkpoint import describe_load_error
 
 KEY_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -348,9 +349,9 @@ def read_state_dict(path: str | os.PathLike, spec: str = "weights") -> dict[str,
             raise FlagError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:
-        raise FlagError(f"{path}: not a readable weights file (torch.load with weights_only=True failed: "
-                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    except Exception as e:  # torch's own message advises weights_only=False, i.e. running the file: not repeated
+        raise FlagError(f"{path}: not a PyTorch state-dict file torch can read safely (weights_only): "
+                        f"{describe_load_error(e)}") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -113,6 +113,9 @@ def _concat(row: Row) -> tuple[nn.Module, Shape]:
     return ul.Concat(1), Shape(sum(s.channels for s in row.inputs), strides.pop())
 
 
+UPSAMPLE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")  # the modes for (B, C, H, W) maps
+
+
 def _upsample(row: Row) -> tuple[nn.Module, Shape]:
     size, scale, mode = (list(row.args) + [None, None, "nearest"][len(row.args):])[:3]
     if size is not None or not isinstance(scale, (int, float)) or scale <= 0:
@@ -175,16 +178,18 @@ def _register_all() -> None:
         if name != "Concat":  # registered above under its plain name
             register_module(name, repeats_in_args=repeats)(stock_semantics.get(name, builder))
 
+    # torch's blocks with the string arguments each takes (YAML position -> allowed words)
     torch_blocks = {
-        "Upsample": _upsample,
-        "MaxPool2d": _max_pool,
-        "BatchNorm2d": channel_preserving(nn.BatchNorm2d),
-        "Identity": channel_preserving(nn.Identity, pass_channels=False),
-        "ConvTranspose2d": channel_block(nn.ConvTranspose2d, stride=lambda a: 1 / _arg(3, 1)(a)),
+        "Upsample": (_upsample, {2: UPSAMPLE_MODES}),
+        "MaxPool2d": (_max_pool, {}),
+        "BatchNorm2d": (channel_preserving(nn.BatchNorm2d), {}),
+        "Identity": (channel_preserving(nn.Identity, pass_channels=False), {}),
+        "ConvTranspose2d": (channel_block(nn.ConvTranspose2d, stride=lambda a: 1 / _arg(3, 1)(a)),
+                            {8: ("zeros",)}),  # padding_mode: the only one transposed convs support
     }
-    for name, builder in torch_blocks.items():
-        register_module(f"nn.{name}")(builder)
-        register_module(name)(builder)
+    for name, (builder, strings) in torch_blocks.items():
+        register_module(f"nn.{name}", strings=strings)(builder)
+        register_module(name, strings=strings)(builder)
 
 
 _register_all()

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from .config import resolve_arg
+from .config import resolve_args
 from .registry import ConfigError, Row, get_entry, registered_names
 from .shape import Shape
 
@@ -50,7 +50,7 @@ def build_layers(config: dict[str, Any], source: str, in_channels: int) -> list[
                 raise ConfigError(f"{where}: input layer {s} ({layers[s].module_name}) has no feature-map output")
             shapes.append(shape)
         n = max(round(number * depth), 1) if number > 1 else number
-        args = [resolve_arg(a, config, where) for a in raw_args]
+        args = resolve_args(raw_args, config, where, name, entry.strings)
         row = Row(i, sources, shapes, n, args, name, config, where)
         module, shape = _build_row(entry, row)
         layers.append(Layer(i, sources, single, n, name, raw_args, module, shape))

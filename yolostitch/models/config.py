@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 from ..resources import builtin_dir
 from ..yaml_io import read_yaml_mapping
@@ -15,7 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # names a row's args may use for values of the model config; nothing else is ever evaluated
 CONFIG_NAMES = ("nc", "anchors", "kpt_shape")
 _LITERALS = {"None": None, "True": True, "False": False}
-_PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # e.g. 'nearest', a feature key
+_PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # a word where a module takes any (a feature key)
 
 
 def model_yaml_dirs() -> list[Path]:
@@ -81,16 +81,28 @@ def validate_model_config(config: Any, source: str) -> None:
                 raise ConfigError(f"{where}: 'module' must be a registered name (a string), got {module!r}")
             if not isinstance(args, list):
                 raise ConfigError(f"{where}: 'args' must be a list, got {args!r}")
+    if not (config.get("backbone") or []) and not (config.get("head") or []):
+        raise ConfigError(f"{source}: no layers ('backbone' and 'head' are both empty)")
 
 
-def resolve_arg(value: Any, config: dict[str, Any], where: str) -> Any:
-    """Resolve one YAML argument without evaluating anything.
+def resolve_args(args: list[Any], config: dict[str, Any], where: str, module: str,
+                 strings: Mapping[int | str, Collection[str] | None] | None = None) -> list[Any]:
+    """Resolve a row's arguments without evaluating anything.
 
-    Allowed strings: a config name (``nc``, ``anchors``, ``kpt_shape``), ``None``/``True``/``False``,
-    a number, or a plain word (``nearest``, a feature key). Anything else is an error.
+    A string is a config name (``nc``, ``anchors``, ``kpt_shape``: its value), ``None``/``True``/``False``, a
+    number, or a word the module declares it takes at that place (``strings``, as registered: argument position
+    or option name -> the allowed words, or None for any plain word such as a feature key). Anything else is a
+    :class:`ConfigError` naming the row (``where``), the module and the argument.
     """
+    return [_resolve(value, config, where, module, strings or {}, position) for position, value in enumerate(args)]
+
+
+def _resolve(value: Any, config: dict[str, Any], where: str, module: str,
+             strings: Mapping[int | str, Collection[str] | None], place: int | str) -> Any:
     if isinstance(value, list):
-        return [resolve_arg(v, config, where) for v in value]
+        return [_resolve(v, config, where, module, strings, place) for v in value]
+    if isinstance(value, dict):  # options: each value is checked against what the module takes for that option
+        return {k: _resolve(v, config, where, module, strings, str(k)) for k, v in value.items()}
     if not isinstance(value, str):
         return value
     if value in CONFIG_NAMES:
@@ -104,10 +116,26 @@ def resolve_arg(value: Any, config: dict[str, Any], where: str) -> Any:
             return number_type(value)
         except ValueError:
             pass
-    if _PLAIN_STRING.fullmatch(value):
-        return value
-    raise ConfigError(f"{where}: argument {value!r} is not allowed; strings may only be {list(CONFIG_NAMES)}, "
-                      "None/True/False, numbers or plain words (expressions are never evaluated)")
+    if place in strings:
+        words = strings[place]
+        if (words is None and _PLAIN_STRING.fullmatch(value)) or (words is not None and value in words):
+            return value
+        name = f"argument {place}" if isinstance(place, int) else place
+        expected = "a plain word (letters, digits, '_', '.', '-')" if words is None else f"one of {list(words)}"
+        raise ConfigError(f"{where}: {module} {name} {value!r} is not {expected} (nor a config name "
+                          f"{list(CONFIG_NAMES)}, None/True/False or a number)")
+    what = f"argument {place}" if isinstance(place, int) else f"option {place!r}"
+    raise ConfigError(f"{where}: argument {value!r} is not allowed as {module}'s {what}: strings may only be "
+                      f"{list(CONFIG_NAMES)}, None/True/False or numbers, and {_describe_strings(module, strings)} "
+                      "(names and expressions are never evaluated)")
+
+
+def _describe_strings(module: str, strings: Mapping[int | str, Collection[str] | None]) -> str:
+    if not strings:
+        return f"{module} takes no other string"
+    places = [(f"argument {k}" if isinstance(k, int) else f"option {k!r}") +
+              (" (a plain word)" if words is None else f" (one of {list(words)})") for k, words in strings.items()]
+    return f"{module} takes other strings only as " + ", ".join(places)
 
 
 def _is_int(x: Any) -> bool:

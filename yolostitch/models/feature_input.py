@@ -46,7 +46,7 @@ class ChannelLayerNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-@register_module()
+@register_module(strings={0: None, "norm": NORMS})  # the key is any plain word; the norm one of NORMS
 class FeatureInput(nn.Module):
     """Adapter from an external feature map (``c_in`` channels at stride ``s_in``) to ``c_out`` at ``s_out``."""
 

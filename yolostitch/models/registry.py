@@ -12,6 +12,11 @@ Register a class that has a ``from_row`` classmethod, or a builder function::
         def from_row(cls, row: Row) -> tuple[nn.Module, Shape]:
             c2 = row.width(row.args[0])
             return cls(row.input.channels, c2), row.input.scaled(c2)
+
+A YAML argument that is a string must be a config name (``nc``, ``anchors``, ``kpt_shape``), ``None``/``True``/
+``False`` or a number, unless the module declares that it takes strings there: ``strings={position: words}``
+(a tuple of allowed words, or ``None`` for any plain word such as a feature key); a string key names an option
+of a mapping argument (``{"norm": ("none", "layernorm")}``). Anything else is refused when the row is built.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Mapping, Optional, Union
 
 from torch import nn
 
@@ -70,17 +75,25 @@ Built = tuple[nn.Module, "Shape | None"]
 Builder = Callable[[Row], Built]
 
 
+# where a module takes string arguments: YAML argument position (or option name in a mapping argument) -> the
+# allowed words, or None for any plain word
+StringArgs = Mapping[Union[int, str], Optional[Collection[str]]]
+
+
 @dataclass(frozen=True)
 class Entry:
     builder: Builder
     repeats_in_args: bool  # the module consumes `number` itself (C3, C2f); else rows repeat it in a Sequential
+    strings: StringArgs = field(default_factory=dict)  # the string arguments it takes (see the module doc)
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register_module(name: str | None = None, *, repeats_in_args: bool = False, overwrite: bool = False):
-    """Decorator registering a class with ``from_row`` or a builder function under ``name``."""
+def register_module(name: str | None = None, *, repeats_in_args: bool = False, overwrite: bool = False,
+                    strings: StringArgs | None = None):
+    """Decorator registering a class with ``from_row`` or a builder function under ``name``; ``strings``
+    declares the string arguments it takes (see the module doc)."""
 
     def deco(obj):
         key = name or obj.__name__
@@ -89,7 +102,10 @@ def register_module(name: str | None = None, *, repeats_in_args: bool = False, o
         builder = obj.from_row if inspect.isclass(obj) else obj
         if not callable(builder):
             raise TypeError(f"{obj!r} is neither a builder function nor a class with a from_row classmethod")
-        _REGISTRY[key] = Entry(builder, repeats_in_args)
+        if any(isinstance(words, str) for words in (strings or {}).values()):
+            raise TypeError(f"{key}: strings={strings!r} must map places to collections of words, not to a string")
+        declared = {k: (None if words is None else tuple(words)) for k, words in (strings or {}).items()}
+        _REGISTRY[key] = Entry(builder, repeats_in_args, declared)
         return obj
 
     return deco

@@ -56,12 +56,13 @@ class StitchModel(nn.Module):
 
     @property
     def stride(self) -> torch.Tensor:
-        """Strides of the first detection head's levels (stock ``model.stride``), else of the last layer."""
+        """Strides of the first detection head's levels (stock ``model.stride``), else of the last layer with a
+        feature map (1, the image's, when every layer is a head reading the image)."""
         for index in self.heads.values():
             if hasattr(self.model[index], "stride"):
                 return self.model[index].stride
-        last = [layer.shape for layer in self.layers if layer.shape is not None][-1]
-        return torch.tensor([float(last.stride)])
+        maps = [layer.shape for layer in self.layers if layer.shape is not None]
+        return torch.tensor([float(maps[-1].stride if maps else 1)])
 
     def parts(self) -> dict[str, list[int]]:
         """Layer indices per part: ``backbone`` (the backbone rows), ``neck`` (other head rows), and one entry

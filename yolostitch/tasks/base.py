@@ -298,3 +298,10 @@ def required_hyp() -> tuple[str, ...]:
     from . import detection  # noqa: F401
 
     return tuple(dict.fromkeys(h for cls in TASKS for h in cls.required_hyp))
+
+
+def task_hyp_keys() -> tuple[str, ...]:
+    """Every hyperparameter a registered task reads: its required ones and its loss gains."""
+    from . import detection  # noqa: F401
+
+    return tuple(dict.fromkeys(h for cls in TASKS for h in (*cls.required_hyp, *cls.default_gains)))

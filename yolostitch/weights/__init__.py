@@ -11,7 +11,7 @@ import torch
 
 from ..models import StitchModel, build_model
 from ..errors import ConfigError, WeightsError
-from .checkpoint import atomic_save, checkpoint_dict, is_own_checkpoint, save_checkpoint
+from .checkpoint import atomic_save, check_own_checkpoint, checkpoint_dict, is_own_checkpoint, save_checkpoint
 from .classes import Names, describe_transfer, detect_rows, match_class_names, name_list
 from .stock_checkpoint import is_stock_checkpoint, load_pickle_safely, read_stock_checkpoint
 
@@ -32,11 +32,13 @@ class Weights:
 def read_checkpoint(path: str | Path) -> Any:
     """What a weights file holds, as saved: the one reader every checkpoint goes through (``read_weights``,
     ``--resume``). ``torch.load(weights_only=True)`` with stock classes as inert stand-ins; anything else a
-    pickle names is refused before it can run."""
+    pickle names is refused before it can run. Our own checkpoints are checked to have the structure we write
+    (:func:`.checkpoint.check_own_checkpoint`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    return load_pickle_safely(path)
+    obj = load_pickle_safely(path)
+    return check_own_checkpoint(obj, path) if is_own_checkpoint(obj) else obj
 
 
 def read_weights(path: str | Path) -> Weights:
@@ -61,16 +63,16 @@ def load_model(path: str | Path, device: str | None = "cpu") -> StitchModel:
         model = build_model(config)
     except ConfigError as e:
         if not meta.get("plugins"):
-            raise
+            raise WeightsError(f"{path}: the architecture in its config cannot be built ({e})") from None
         from ..plugins import plugin_hint
 
         raise WeightsError(f"{path} was trained with plugins {meta['plugins']}: pass {plugin_hint(meta['plugins'])} "
                            f"to load it ({str(e).split('. ')[0]})") from None
-    missing, unexpected = _compare_keys(model.state_dict(), state)
-    if missing or unexpected:
+    missing, shapes, unexpected = _compare_keys(model.state_dict(), state)
+    if missing or shapes or unexpected:
         raise WeightsError(f"{path}: the {kind} weights do not fit the architecture in its own config: "
-                           f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                           f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+                           f"missing {_first(missing)}, wrong shapes {_first(shapes)}, "
+                           f"unexpected {_first(unexpected)}")
     model.load_state_dict(state, strict=True)
     if names:
         model.names = {int(k): str(v) for k, v in names.items()}
@@ -160,12 +162,17 @@ def _renumber(state: dict[str, torch.Tensor], layers: dict[int, int]) -> dict[st
     return out
 
 
-def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str]]:
+def _compare_keys(expected: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, shape mismatches as 'key (given) vs (expected)', unexpected keys)."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
               if k in given and given[k].shape != v.shape]
-    return missing + shapes, unexpected
+    return missing, shapes, unexpected
+
+
+def _first(items: list[str]) -> str:
+    return f"{items[:5]}{'...' if len(items) > 5 else ''}"
 
 
 __all__ = ["Weights", "atomic_save", "checkpoint_dict", "describe_transfer", "layer_correspondence", "load_model",

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write
+from ..errors import ConfigError, WeightsError
+from ..models.config import validate_model_config
 
 FORMAT = "yolostitch"
 FORMAT_VERSION = 1
@@ -43,3 +45,51 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
 
 def is_own_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def check_own_checkpoint(obj: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``obj`` (one of our checkpoints, as read) if it has the structure :func:`checkpoint_dict` writes, else a
+    :class:`WeightsError` naming ``path`` and the entry that is wrong. Every reader goes through this (via
+    ``read_checkpoint``), so later code may index ``config``, ``model`` and ``names`` without checking."""
+    version = obj.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise WeightsError(f"{path}: 'format_version' must be a positive integer, got {_brief(version)}")
+    if version > FORMAT_VERSION:
+        raise WeightsError(f"{path}: written by a newer yolostitch (format {version}, this reads up to "
+                           f"{FORMAT_VERSION}); load it with that version")
+    if "config" not in obj:
+        raise WeightsError(f"{path}: has no 'config' (the model config it was built from), so its architecture "
+                           "cannot be rebuilt")
+    try:
+        validate_model_config(obj["config"], f"{path}: its 'config'")
+    except ConfigError as e:
+        raise WeightsError(str(e)) from None
+    state = obj.get("model")
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: 'model' must be a state dict (parameter names to tensors), got "
+                           f"{_brief(state)}")
+    bad = next(((k, v) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise WeightsError(f"{path}: 'model' must be a state dict (parameter names to tensors), but entry "
+                           f"{bad[0]!r} is {_brief(bad[1])}")
+    names = obj.get("names")
+    if names is not None and not (isinstance(names, dict) and all(
+            (_is_int(k) or (isinstance(k, str) and k.isdigit())) and isinstance(v, str) for k, v in names.items())):
+        raise WeightsError(f"{path}: 'names' must map class indices to names ({{0: 'person', 1: 'car'}}), got "
+                           f"{_brief(names)}")
+    plugins = obj.get("plugins")
+    if plugins is not None and not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+        raise WeightsError(f"{path}: 'plugins' must be a list of plugin names, got {_brief(plugins)}")
+    return obj
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _brief(value: Any) -> str:
+    """A value for an error message: its type, and its text when short."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 60 else f"a {type(value).__name__} ({text[:57]}...)"

@@ -10,6 +10,7 @@ off the stand-ins.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def load_pickle_safely(path: str | Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            detail = _unpickler_detail(str(e)) or f"{type(e).__name__}: {e}"
+            detail = describe_load_error(e)
             if "GLOBAL" in detail:
                 raise WeightsError(
                     f"{path}: refused to load: it references code outside the stock YOLOv5 model classes and "
@@ -96,11 +97,24 @@ def load_pickle_safely(path: str | Path) -> Any:
             raise WeightsError(f"{path}: not a readable checkpoint ({detail})") from None
 
 
-def _unpickler_detail(message: str) -> str:
-    """The useful sentence of torch's weights_only error (its advice to disable the check is dropped)."""
-    paragraphs = [p.strip() for p in message.split("\n\n") if p.strip()]
-    keep = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
-    return " ".join(keep).replace("WeightsUnpickler error:", "").strip()
+# sentences of torch's weights_only errors that advise loading the file unsafely (or allow-listing its classes)
+_UNSAFE_ADVICE = ("weights only load failed", "re-running", "weights_only", "arbitrary code",
+                  "trusted source", "trust the source", "safe_globals", "allowlist", "please file an issue",
+                  "check the documentation", "this file can still be loaded", "alternatively, to load",
+                  "changed the default value")
+
+
+def describe_load_error(error: BaseException) -> str:
+    """What went wrong in a ``torch.load(weights_only=True)``, in one line, without torch's advice to load the
+    file with ``weights_only=False`` (which would run any code in it) or to allow-list its classes."""
+    if isinstance(error, EOFError):
+        return "the file is empty or cut short"
+    text = str(error).replace("WeightsUnpickler error:", "\n").replace("\x1b[1m", "").replace("\x1b[0m", "")
+    sentences = [s.strip() for s in re.split(r"(?<=[.:])\s+|\n+|\t+", text) if s.strip()]
+    keep = [s for s in sentences
+            if not any(advice in s.lower() for advice in _UNSAFE_ADVICE) and not re.fullmatch(r"\(\d\)", s)]
+    detail = " ".join(keep).strip(" :")
+    return detail if detail else type(error).__name__
 
 
 def is_stock_checkpoint(obj: Any) -> bool:
