@@ -15,8 +15,19 @@ def read_yaml_mapping(path: Path, error: type[Exception] = ValueError, what: str
     """
     try:
         value = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text (expected a {what} in YAML)") from None
     except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML: {e}") from None
+        raise error(f"{path}: not valid YAML ({_one_line(e)})") from None
     if not isinstance(value, dict):
         raise error(f"{path}: a {what} must be a mapping, got {type(value).__name__}")
     return value
+
+
+def _one_line(e: yaml.YAMLError) -> str:
+    """PyYAML's error (several lines, with a caret drawing) as one line: where, and what was wrong."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(e, "context", None)
+    return f"{where}{problem}" + (f", {context}" if context else "")

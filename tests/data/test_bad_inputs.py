@@ -179,7 +179,7 @@ def test_missing_train_split_is_a_data_error_where_it_is_needed(tmp_path, caplog
 def test_non_utf8_data_yaml_is_a_data_error(tmp_path):
     path = tmp_path / "bin.yaml"
     path.write_bytes(b"\x06\xf1\xbb\xce\x9fU9\"\xa7\t\xaa\x0e3\x9b")
-    with pytest.raises(DataError, match=r"bin\.yaml: not UTF-8 text \(expected a data YAML\)$"):
+    with pytest.raises(DataError, match=r"bin\.yaml: not UTF-8 text \(expected a data config in YAML\)$"):
         load_data_config(path)
 
 

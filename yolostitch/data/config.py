@@ -110,10 +110,7 @@ def load_data_config(data: str | Path | dict[str, Any]) -> DataConfig:
         raw, source, base = dict(data), "<dict>", Path.cwd()
     else:
         path = find_data_yaml(data)
-        try:
-            raw = read_yaml_mapping(path, DataConfigError, "data config")
-        except UnicodeDecodeError:
-            raise DataConfigError(f"{path}: not UTF-8 text (expected a data YAML)") from None
+        raw = read_yaml_mapping(path, DataConfigError, "data config")
         # built-in YAMLs use stock's convention: relative paths start at the project root (the current
         # directory when yolostitch is installed rather than checked out)
         source = str(path)
