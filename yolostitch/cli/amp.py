@@ -6,11 +6,12 @@ No torch import, so building the parser stays fast."""
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 AMP_CHOICES = ("auto", "off")  # engine.precision.AMP_MODES (a test keeps them equal)
 
 
-def int_at_least(minimum: int, also: tuple[int, ...] = ()):
+def int_at_least(minimum: int, also: tuple[int, ...] = ()) -> Callable[[str], int]:
     """An argparse ``type``: an integer >= ``minimum`` (or one of ``also``); anything else is a one-line usage
     error naming the flag, instead of a failure deep inside training."""
     def parse(text: str) -> int:
