@@ -48,7 +48,7 @@ from ..yaml_io import read_yaml_mapping
 from . import distributed
 from .features import build_online_extractor, feature_record
 from .image_weights import ImageWeightSampler, per_class_maps
-from .inputs import stride_shape, model_input, multi_scale
+from .inputs import model_input, multi_scale, stride_shape
 from .resume import read_training_checkpoint, recorded_hash, resume_options, run_folder
 from .precision import precision_for, to_float
 from .stages import apply_stage, param_groups, parse_stages, stage_at
@@ -184,7 +184,7 @@ def _train(opt: TrainOptions, ckpt: dict | None, device: torch.device, new_folde
         if not reused:
             new_folders.append(save_dir)
         (save_dir / "weights").mkdir(parents=True, exist_ok=True)
-    _seed_everything(opt.seed + distributed.rank(), device)  # augmentations differ per process; rank 0 = a single process
+    _seed_everything(opt.seed + distributed.rank(), device)  # augmentations differ per process; rank 0 = one process
     hyp = ckpt["hyp"] if ckpt else {**load_hyp(opt.hyp), "label_smoothing": opt.label_smoothing}
     if opt.features and opt.extractor:
         raise FlagError("--features and --extractor: give one (a cache, or an extractor to run online)")
