@@ -77,3 +77,13 @@ def add_dnn_argument(p: argparse.ArgumentParser) -> None:
     """val's and detect's ``--dnn``, stock's flag: an .onnx file in OpenCV DNN instead of onnxruntime."""
     p.add_argument("--dnn", action="store_true", help="run an .onnx file in OpenCV DNN instead of onnxruntime, as "
                    "stock")
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """The inference flags val and detect share: ``--augment``, the extractor, ``--amp``, ``--half``, ``--dnn``."""
+    p.add_argument("--augment", action="store_true", help="augmented inference (test-time augmentation, as stock: "
+                   "the image at 1, 0.83 mirrored and 0.67 of its size, one NMS over all)")
+    add_extractor_arguments(p)
+    add_amp_argument(p)
+    add_half_argument(p)
+    add_dnn_argument(p)

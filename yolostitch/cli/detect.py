@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import (add_amp_argument, add_dnn_argument, add_extractor_arguments, add_half_argument,
-                  add_image_size_argument, check_half, image_size)
+from .amp import add_image_size_argument, add_inference_arguments, check_half, image_size
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,14 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--visualize", action="store_true", help="save each layer's feature maps per image, to "
                    "<run>/<image>/stage{i}_{Module}_features.png")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride: every N-th frame")
-    p.add_argument("--augment", action="store_true", help="augmented inference (test-time augmentation, as stock: "
-                   "the image at 1, 0.83 mirrored and 0.67 of its size, one NMS over all)")
     p.add_argument("--features", default="", help="feature cache (extract.py) of the source images, for a "
                    "FeatureInput model")
-    add_extractor_arguments(p)
-    add_amp_argument(p)
-    add_half_argument(p)
-    add_dnn_argument(p)
+    add_inference_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .amp import (add_amp_argument, add_dnn_argument, add_extractor_arguments, add_half_argument, check_half,
-                  int_at_least)
+from .amp import add_inference_arguments, check_half, int_at_least
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-conf", action="store_true", help="append confidences to --save-txt lines")
     p.add_argument("--verbose", action="store_true", help="a row per class (default: with fewer than 50 classes, "
                    "as stock)")
-    p.add_argument("--augment", action="store_true", help="augmented inference (test-time augmentation, as stock: "
-                   "the image at 1, 0.83 mirrored and 0.67 of its size, one NMS over all)")
     p.add_argument("--single-cls", action="store_true", help="every label as class 0, for weights trained with "
                    "--single-cls")
     p.add_argument("--project", default="runs/val")
@@ -35,10 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exist-ok", action="store_true")
     p.add_argument("--features", default="", help="feature cache (extract.py) for a FeatureInput model; without it "
                    "such a model runs the extractor it was trained with online, if it was")
-    add_extractor_arguments(p)
-    add_amp_argument(p)
-    add_half_argument(p)
-    add_dnn_argument(p)
+    add_inference_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
