@@ -1,5 +1,5 @@
 """README promises: its test command is what CI runs; its listed figures are the real ones; its command lines
-parse as written."""
+(and those of docs/*.md) parse as written."""
 
 import re
 import shlex
@@ -34,10 +34,10 @@ def test_readme_parameter_table_matches_the_models():
 SCRIPTS = ("train", "val", "detect", "extract", "export", "compare")
 
 
-def readme_commands() -> list[list[str]]:
-    """yolostitch sub-command argv of every command line in README code blocks: ``python train.py ...``,
+def readme_commands(path: Path = ROOT / "README.md") -> list[list[str]]:
+    """yolostitch sub-command argv of every command line in a Markdown file's code blocks: ``python train.py ...``,
     ``yolostitch info ...``, ``torchrun ... train.py ...`` (bash blocks, and ``$ `` lines of console blocks)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
     commands = []
     lines = [line for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for line in block.splitlines()]
     lines += [line[2:] for block in re.findall(r"```console\n(.*?)```", text, flags=re.S)
@@ -59,6 +59,8 @@ def test_readme_command_lines_parse_as_written():
 
     commands = readme_commands()
     assert {c[0] for c in commands} >= {*SCRIPTS, "info", "check-data"}
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        commands += readme_commands(doc)
     parser = build_parser()
     for argv in commands:
         try:
