@@ -167,3 +167,37 @@ def test_pose_oks_template_from_labels():
     placed = box[:2] + template * (box[2:] - box[:2])
     assert pose_oks.oks(pixels, placed, box) == pytest.approx(1.0)
     assert pose_oks.oks(pixels, placed + 5.0, box) < 0.5
+
+
+def test_pose_split_writes_the_same_images_for_persons_and_all_classes(tmp_path):
+    """pose_split.py: the person-keypoint and the all-classes splits hold the same images (the first 64 sorted file
+    names train), each image's own annotations, and the 80-class YAML names categories in COCO id order."""
+    import json
+
+    import pose_split
+    import yaml
+
+    src = tmp_path / "coco-persons"
+    (src / "annotations").mkdir(parents=True)
+    (src / "train2017").mkdir()
+    images = [{"id": i, "file_name": f"{i:03d}.jpg", "width": 10, "height": 10} for i in range(70, 0, -1)]
+    person = {"id": 1, "name": "person", "keypoints": ["nose"]}
+    cats = [{"id": 3, "name": "car"}, person, {"id": 2, "name": "bicycle"}]  # out of id order on purpose
+    anns = [{"id": i, "image_id": i, "category_id": 1 + i % 3, "bbox": [1, 1, 2, 2], "iscrowd": 0} for i in range(1, 71)]
+    (src / pose_split.KEYPOINTS_JSON).write_text(json.dumps(
+        {"images": images, "categories": [person], "annotations": [a for a in anns if a["category_id"] == 1]}))
+    (src / pose_split.INSTANCES_JSON).write_text(json.dumps({"images": images, "categories": cats, "annotations": anns}))
+
+    persons = pose_split.write_split(src, tmp_path / "p")
+    all80 = pose_split.write_split(src, tmp_path / "a", all_classes=True)
+    assert persons.name == "persons.yaml" and all80.name == "coco80.yaml"
+    assert yaml.safe_load(all80.read_text())["names"] == ["person", "bicycle", "car"]
+    assert yaml.safe_load(persons.read_text())["names"] == ["person"]
+    for split, count in (("train", 64), ("val", 6)):
+        p, a = (json.loads((tmp_path / d / f"{split}.json").read_text()) for d in ("p", "a"))
+        names = sorted(im["file_name"] for im in a["images"])
+        assert names == sorted(im["file_name"] for im in p["images"]) and len(names) == count
+        ids = {im["id"] for im in a["images"]}
+        assert {x["image_id"] for x in a["annotations"]} <= ids
+        assert len(a["annotations"]) == len(ids)  # one annotation per image in the fixture, all kept
+    assert (tmp_path / "a" / "images").resolve() == (src / "train2017").resolve()
