@@ -162,3 +162,11 @@ def test_a_cache_without_the_training_images_is_refused_before_training(tiny_sha
                  "yolov5n-feat.yaml", "--features", str(cache)]) == 2
     assert "none of the 8 training images" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_the_fresh_detect_note_only_under_stock_rows_whose_detect_started_fresh():
+    ours = {"model": "a", "source": "yolostitch, trained", "box_map50": 0.5, "box_map": 0.3, "parameters": 2e6,
+            "gflops": 4.2, "latency_ms": 10.0, "train_s": 120.0, "init": "348/349 tensors from x.pt"}
+    stock = {**ours, "source": "stock YOLOv5 7.0.14", "init": "348/349 tensors from x.pt (stock's --weights: ...)"}
+    assert "leaves Detect's convs fresh" not in markdown([ours, stock], "recipe")  # same class count: same start
+    assert "leaves Detect's convs fresh" in markdown([ours, {**stock, "detect_fresh": True}], "recipe")

@@ -76,6 +76,7 @@ def test_init_starts_every_row_from_the_checkpoint_and_the_rows_share_the_recipe
     table = (save_dir / "compare.md").read_text()
     assert "| init |" in table and "classes matched: circle, star" in table and "every trained row from stock80.pt" \
         in table
+    assert stock["detect_fresh"] and "stock's --weights leaves Detect's convs fresh" in table  # 80 classes vs 2
     with open(save_dir / "compare.csv") as f:
         assert [r["init"] for r in csv.DictReader(f)] == [ours["init"], stock["init"]]
     assert [r["init"] for r in json.loads((save_dir / "compare.json").read_text())] == [ours["init"], stock["init"]]

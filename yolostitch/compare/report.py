@@ -50,7 +50,7 @@ def markdown(rows: Sequence[dict[str, Any]], recipe: str) -> str:
                      "validated by its own segment/val.py code (box and mask mAP). Latency: its segment/predict.py "
                      "--retina-masks path: letterbox, fused forward, NMS, masks at the image's resolution, as ours.")
     notes += [f"{r['model']} ({r['source']}): {r['data_note']}." for r in rows if r.get("data_note")]
-    if any(r.get("init") for r in rows) and any(r["source"].startswith("stock") for r in rows):
+    if any(r.get("detect_fresh") for r in rows):  # stock rows from a checkpoint with another class count
         notes.append("init: with another class count than the checkpoint's, stock's --weights leaves Detect's convs "
                      "fresh; ours keeps their box/objectness rows and the rows of the classes named in both (unless "
                      "--no-class-transfer), so ours can start ahead: read early epochs with that in mind.")

@@ -86,8 +86,7 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
     if feature_models and not opt.features:
         raise FlagError(f"--cfg {feature_models[0]} reads feature maps: pass --features DIR, a cache made by "
                         "extract.py")
-    if opt.init:
-        _check_init(opt, bool(stock_cfgs))
+    init_classes = _check_init(opt, bool(stock_cfgs)) if opt.init else None
     if opt.stitch_init and not (opt.init and feature_models):
         raise FlagError("--stitch-init fits the adapters of the FeatureInput rows to the backbone of --init: give "
                         f"--init WEIGHTS and a FeatureInput model among --cfg (got --init {opt.init or 'none'}, "
@@ -114,6 +113,8 @@ def compare(opt: CompareOptions) -> list[dict[str, Any]]:
             if stock_cfg in stock_cfgs:
                 stock_cfgs.remove(stock_cfg)
                 rows.append(stock_row(stock_cfg, opt, hyp_path, save_dir, data.nc, latency_files))
+                if opt.init and init_classes != data.nc:  # stock's --weights then skips Detect's convs
+                    rows[-1]["detect_fresh"] = True
     for weights in opt.weights:
         rows.append(val_row(weights, opt, save_dir, latency_files))
     start = f", every trained row from {Path(opt.init).name}" if opt.init else ""
@@ -232,8 +233,9 @@ def _local_init(opt: CompareOptions) -> str:
     return str(Path(opt.init).resolve()) if opt.init else ""
 
 
-def _check_init(opt: CompareOptions, stock: bool) -> None:
-    """--init: a readable local checkpoint, before anything trains (nothing is ever downloaded)."""
+def _check_init(opt: CompareOptions, stock: bool) -> int | None:
+    """--init: a readable local checkpoint, before anything trains (nothing is ever downloaded); its class count
+    (None if it names no classes)."""
     from ..weights import read_weights
 
     if not opt.cfg:
@@ -244,7 +246,8 @@ def _check_init(opt: CompareOptions, stock: bool) -> None:
     if stock and Path(opt.init).suffix != ".pt":
         raise FlagError(f"--init {opt.init}: stock YOLOv5's --weights takes a .pt file (it would silently train "
                         f"from scratch from a {Path(opt.init).suffix or 'suffix-less'} file)")
-    read_weights(opt.init)  # a clear error now for a file that is no checkpoint, not after the first row trained
+    names = read_weights(opt.init).names  # a clear error now for a file that is no checkpoint, not after a row trained
+    return len(names) or None
 
 
 def _accuracy(metrics: dict[str, Any]) -> dict[str, Any]:
