@@ -64,8 +64,9 @@ def write_split(src: Path = DEFAULT_SRC, out: Path = Path("/tmp/coco-persons-spl
     else:
         config.update(names=["person"], kpt_shape=[17, 3], flip_idx=COCO_FLIP_IDX)
     path = out / ("coco80.yaml" if all_classes else "persons.yaml")
-    path.write_text(f"# coco-persons split by {Path(__file__).name}: first {n_train} of the sorted file names train, "
-                    f"the remaining {len(val)} val\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=200))
+    header = (f"# coco-persons split by {Path(__file__).name}: first {n_train} of the sorted file names train, "
+              f"the remaining {len(val)} val\n")
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=200))
     return path
 
 

@@ -183,10 +183,12 @@ def test_pose_split_writes_the_same_images_for_persons_and_all_classes(tmp_path)
     images = [{"id": i, "file_name": f"{i:03d}.jpg", "width": 10, "height": 10} for i in range(70, 0, -1)]
     person = {"id": 1, "name": "person", "keypoints": ["nose"]}
     cats = [{"id": 3, "name": "car"}, person, {"id": 2, "name": "bicycle"}]  # out of id order on purpose
-    anns = [{"id": i, "image_id": i, "category_id": 1 + i % 3, "bbox": [1, 1, 2, 2], "iscrowd": 0} for i in range(1, 71)]
+    anns = [{"id": i, "image_id": i, "category_id": 1 + i % 3, "bbox": [1, 1, 2, 2], "iscrowd": 0}
+            for i in range(1, 71)]
     (src / pose_split.KEYPOINTS_JSON).write_text(json.dumps(
         {"images": images, "categories": [person], "annotations": [a for a in anns if a["category_id"] == 1]}))
-    (src / pose_split.INSTANCES_JSON).write_text(json.dumps({"images": images, "categories": cats, "annotations": anns}))
+    instances = {"images": images, "categories": cats, "annotations": anns}
+    (src / pose_split.INSTANCES_JSON).write_text(json.dumps(instances))
 
     persons = pose_split.write_split(src, tmp_path / "p")
     all80 = pose_split.write_split(src, tmp_path / "a", all_classes=True)
